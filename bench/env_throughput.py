@@ -1,0 +1,91 @@
+"""Env throughput of robolearn/Nav-v0 against the physics ceiling and gymnasium's sync vectorization.
+
+For N parallel envs, with random actions, in one run:
+  raw       mujoco.batch.Batch stepping the same model with the same frame skip on all threads,
+            random controls, no observation / reward / reset work: the ceiling;
+  robolearn NavEnv.step (physics + lidar ray casting + observations, rewards, autoreset);
+  gym-sync  gymnasium.make_vec("robolearn/Nav-v0", num_envs=N, vectorization_mode="sync"):
+            what a gymnasium user gets without robolearn (SyncVectorEnv over the single-env view).
+
+    python bench/env_throughput.py [--envs 64 256 1024] [--seconds 3]
+
+Run it alone: on 2 cores a figure taken beside another job is void.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import gymnasium
+import mujoco
+import numpy as np
+from mujoco import batch as mjbatch
+
+import robolearn.envs  # noqa: F401  (registers the tasks)
+from robolearn.envs.diffdrive import NavEnv
+
+
+def timed(step, seconds: float, warmup: int = 5) -> float:
+    """Calls per second of ``step(i)`` over about ``seconds`` (after ``warmup`` calls)."""
+    for i in range(warmup):
+        step(i)
+    calls, start = 0, time.perf_counter()
+    while True:
+        step(calls)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return calls / elapsed
+
+
+def bench_raw(env: NavEnv, actions: np.ndarray, seconds: float) -> float:
+    batch = mjbatch.Batch(env.model, env.num_envs, nthread=0, persistent=True)
+    ctrl = batch.bind("ctrl")
+    scale = env.cfg.max_wheel_speed
+
+    def step(i):
+        ctrl[:] = actions[i % len(actions)] * scale
+        batch.step(nstep=env.frame_skip)
+
+    return timed(step, seconds) * env.num_envs
+
+
+def bench_robolearn(env: NavEnv, actions: np.ndarray, seconds: float) -> float:
+    env.reset(seed=0)
+    return timed(lambda i: env.step(actions[i % len(actions)]), seconds) * env.num_envs
+
+
+def bench_gym_sync(n: int, actions: np.ndarray, seconds: float) -> float:
+    envs = gymnasium.make_vec("robolearn/Nav-v0", num_envs=n, vectorization_mode="sync")
+    envs.reset(seed=0)
+    rate = timed(lambda i: envs.step(actions[i % len(actions)]), seconds) * n
+    envs.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
+    args = parser.parse_args()
+
+    print(f"robolearn/Nav-v0 env steps/s, random actions, {os.cpu_count()} CPUs, mujoco {mujoco.__version__}")
+    header = f"{'N':>6} {'raw physics':>12} {'robolearn':>10} {'% of raw':>9} {'gym sync':>10} {'vs sync':>8}"
+    print(header)
+    print("-" * len(header))
+    for n in args.envs:
+        env = NavEnv(num_envs=n, seed=0)
+        actions = np.random.default_rng(0).uniform(-1, 1, (64, n, 2)).astype(np.float32)
+        raw = bench_raw(env, actions, args.seconds)
+        ours = bench_robolearn(env, actions, args.seconds)
+        env.close()
+        sync = bench_gym_sync(n, actions, args.seconds)
+        print(f"{n:>6} {raw:>12,.0f} {ours:>10,.0f} {100 * ours / raw:>8.0f}% {sync:>10,.0f} {ours / sync:>7.1f}x",
+              flush=True)
+    print(f"(frame skip {env.frame_skip} x {env.model.opt.timestep * 1000:.0f} ms physics steps per env step)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Batched MuJoCo env core: one object simulates N robots on ``mujoco.batch.Batch``.
+
+A task subclasses :class:`BatchedMujocoEnv` and fills in four hooks, each working on all envs at
+once with numpy (no Python loop over envs):
+
+* ``_reset_envs(ids)``   write the initial state of the envs ``ids`` (after a physics reset);
+* ``_apply_actions(a)``  turn normalised actions in [-1, 1] into ``ctrl``;
+* ``_evaluate(a)``       after the physics step: ``(reward, terminated)`` and per-step bookkeeping;
+* ``_observe()``         the observation groups ``{"policy": (N, Dp), "critic": (N, Dc)}``.
+
+The core owns the step loop, the time limit, per-episode metrics and SAME_STEP autoreset: the
+observation returned for a finished env is already the first one of its next episode, and
+``info["final_obs"]`` holds, for *every* env, the true next observation of this step (the
+pre-reset one for finished envs), so a trainer bootstraps truncated episodes with
+``V(info["final_obs"])`` in one batched call. ``info["_final_obs"]`` marks the envs that reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import mujoco
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from mujoco import batch as mjbatch
+
+_STAGE_VEL = mujoco.mjtStage.mjSTAGE_VEL
+
+
+class ObsLayout:
+    """Named slices of one flat observation group: ``terms`` maps name -> width, in order."""
+
+    def __init__(self, terms: dict[str, int]):
+        self.widths = dict(terms)
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for name, width in terms.items():
+            self.slices[name] = slice(start, start + width)
+            start += width
+        self.size = start
+
+    def pack(self, out: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
+        """Write each term's (N, width) (or (N,)) values into its slice of ``out``."""
+        for name, sl in self.slices.items():
+            value = values[name]
+            out[:, sl] = value.reshape(out.shape[0], -1)
+        return out
+
+
+class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
+    """Base of every robolearn task: N simulations stepped together, SAME_STEP autoreset."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
+    #: forward stages computed after each physics step: VEL makes site/body poses and velocity
+    #: sensors current; a task that reads only qpos, qvel and in-step sensors can skip it (NONE)
+    step_stage: int = _STAGE_VEL
+    #: per-episode metrics every task reports in ``info["episode"]`` (tasks extend the tuple)
+    episode_metrics: tuple[str, ...] = ("return", "length", "success")
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int, max_episode_steps: int,
+                 obs_terms: dict[str, dict[str, int]], action_dim: int, nthread: int = 0,
+                 seed: int | None = None, render_mode: str | None = None):
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be positive, got {num_envs}")
+        self.model = model
+        self.num_envs = num_envs
+        self.frame_skip = frame_skip
+        self.max_episode_steps = max_episode_steps
+        self.control_dt = model.opt.timestep * frame_skip
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.control_dt))}
+        self.batch = mjbatch.Batch(model, num_envs, nthread=nthread, persistent=True)
+        self.qpos = self.batch.bind("qpos")
+        self.qvel = self.batch.bind("qvel")
+        self.ctrl = self.batch.bind("ctrl")
+        self.mocap_pos = self.batch.bind("mocap_pos")
+        self.mocap_quat = self.batch.bind("mocap_quat")
+        self.sensordata = self.batch.bind("sensordata")
+        self._nominal: dict[str, np.ndarray] = {}
+
+        self.obs_layout = {group: ObsLayout(terms) for group, terms in obs_terms.items()}
+        self._obs = {g: np.zeros((num_envs, lay.size), np.float32) for g, lay in self.obs_layout.items()}
+        box = lambda n: gymnasium.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
+        self.single_observation_space = gymnasium.spaces.Dict({g: box(l.size) for g, l in self.obs_layout.items()})
+        self.single_action_space = gymnasium.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        self.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gymnasium.vector.utils.batch_space(self.single_action_space, num_envs)
+
+        self.np_random = np.random.default_rng(seed)
+        self.episode_step = np.zeros(num_envs, np.int64)
+        self.episode_return = np.zeros(num_envs, np.float64)
+        self.episode_success = np.zeros(num_envs, bool)
+        self._renderer: mujoco.Renderer | None = None
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ per-env model fields
+    def model_field(self, name: str) -> np.ndarray:
+        """Live per-env values (N, ...) of a model field, via ``Batch.expand``.
+
+        The pristine value is kept (:meth:`nominal_field`) so randomization always applies
+        relative to the nominal model, never on top of an earlier sample.
+        """
+        if name not in self._nominal:
+            value = getattr(self.model.opt, name[4:]) if name.startswith("opt.") else getattr(self.model, name)
+            self._nominal[name] = np.array(value, copy=True)
+        return self.batch.expand(name)
+
+    def nominal_field(self, name: str) -> np.ndarray:
+        """The model field's value in the unrandomized model."""
+        self.model_field(name)
+        return self._nominal[name]
+
+    # ------------------------------------------------------------------ task hooks
+    def _reset_envs(self, ids: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _apply_actions(self, actions: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Task-specific episode metrics of the finished envs ``ids`` (called before their reset)."""
+        return {}
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset every env (or ``options["reset_mask"]``); ``seed`` re-seeds the whole batch."""
+        if seed is not None:
+            self.np_random = np.random.default_rng(seed)
+        mask = None if options is None else options.get("reset_mask")
+        ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
+        self._reset_ids(ids)
+        self._needs_reset = False
+        return self._copy_obs(self._observe()), {}
+
+    def step(self, actions):
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions, dtype=np.float32)
+        expected = (self.num_envs, self.single_action_space.shape[0])
+        if actions.shape != expected:
+            if actions.size == expected[0] * expected[1]:
+                actions = actions.reshape(expected)
+            else:
+                raise ValueError(f"actions have shape {actions.shape}, expected {expected}")
+        actions = np.clip(actions, -1.0, 1.0)
+        self._apply_actions(actions)
+        self.batch.step(nstep=self.frame_skip, stage=self.step_stage)
+
+        self.episode_step += 1
+        reward, terminated = self._evaluate(actions)
+        truncated = (self.episode_step >= self.max_episode_steps) & ~terminated
+        self.episode_return += reward
+        obs = self._observe()
+        done = terminated | truncated
+        info: dict[str, Any] = {}
+        if done.any():
+            ids = np.flatnonzero(done)
+            info["final_obs"] = self._copy_obs(obs)
+            info["_final_obs"] = done
+            info["episode"] = self._finished_episode_info(ids)
+            info["_episode"] = done
+            self._reset_ids(ids)
+            obs = self._observe()
+        return self._copy_obs(obs), reward.astype(np.float32), terminated, truncated, info
+
+    def _finished_episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        info = {"return": np.zeros(self.num_envs), "length": np.zeros(self.num_envs, np.int64),
+                "success": np.zeros(self.num_envs)}
+        info["return"][ids] = self.episode_return[ids]
+        info["length"][ids] = self.episode_step[ids]
+        info["success"][ids] = self.episode_success[ids]
+        for key, values in self._episode_info(ids).items():
+            full = np.zeros(self.num_envs, np.float64)
+            full[ids] = values
+            info[key] = full
+        return info
+
+    def _reset_ids(self, ids: np.ndarray) -> None:
+        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self.episode_step[ids] = 0
+        self.episode_return[ids] = 0.0
+        self.episode_success[ids] = False
+        self._reset_envs(ids)
+        self.batch.forward(ids, stage=_STAGE_VEL)
+
+    def _copy_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {group: value.copy() for group, value in obs.items()}
+
+    # ------------------------------------------------------------------ rendering
+    def render_env(self, index: int = 0, width: int = 480, height: int = 480, camera: str | int = -1) -> np.ndarray:
+        """RGB image (H, W, 3) of env ``index``, rendered offscreen (set MUJOCO_GL=egl or osmesa)."""
+        if self._renderer is None or (self._renderer.height, self._renderer.width) != (height, width):
+            self._render_model = self.batch.get_model(index)
+            self._render_model.vis.global_.offwidth = max(width, self._render_model.vis.global_.offwidth)
+            self._render_model.vis.global_.offheight = max(height, self._render_model.vis.global_.offheight)
+            self._render_data = mujoco.MjData(self._render_model)
+            self._renderer = mujoco.Renderer(self._render_model, height=height, width=width)
+        self.batch.get_model(index, self._render_model)
+        self.batch.get_data(index, self._render_data)
+        mujoco.mj_forward(self._render_model, self._render_data)
+        self._renderer.update_scene(self._render_data, camera=camera)
+        return self._renderer.render()
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.render_env(0)
+        return None
+
+    def close(self, **kwargs):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,369 @@
+"""``robolearn/Nav-v0``: PointGoal navigation of a differential-drive base among obstacles.
+
+The robot (two velocity-controlled wheels, two casters) starts at a random collision-free pose in
+a walled arena with 4-8 randomly placed obstacles (cylinders and rotated boxes of varied size) and
+must reach a goal 1.5-5 m away. Obstacles keep a gap wider than the robot between each other and
+from the walls, so every layout is solvable.
+
+Observations (``policy``): goal in the robot frame (distance, cos and sin of the bearing), forward
+speed and yaw rate, a ring of lidar ranges (batched ray casting against walls and obstacles,
+metres, clipped at the range), the previous action. ``critic`` adds the base pose and goal
+position in the arena frame.
+Actions: left and right wheel velocity in [-1, 1] x ``max_wheel_speed``.
+Reward: weighted sum of the terms below; reaching the goal ends the episode, the time limit
+truncates it. Episode metrics: return, length, success, SPL, collisions.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import mujoco
+import numpy as np
+from pydantic import Field, model_validator
+
+from robolearn.config import EnvConfig, IntRange, Range, StrictModel
+from robolearn.envs.core import BatchedMujocoEnv
+
+NUM_OBSTACLE_SLOTS = 8
+ROBOT_RADIUS = 0.2  # chassis radius 0.18 m plus a margin; used for clearance when sampling
+_PARKED_Z = -5.0  # unused obstacle slots sit below the floor, out of reach of robot and lidar
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+class NavRewards(StrictModel):
+    """Weights of the reward terms (the term functions below are unweighted)."""
+
+    success: float = 2.5
+    slack: float = -0.01
+    progress: float = 1.0
+    collision: float = -0.05
+
+
+class NavObstacles(StrictModel):
+    count: IntRange = Field(default_factory=lambda: IntRange(lo=4, hi=8))
+    size: Range = Field(default_factory=lambda: Range(lo=0.15, hi=0.35),
+                        description="cylinder radius / box half-side, metres")
+    gap: float = Field(0.5, ge=0.0, description="min free gap between obstacles and to the walls, metres")
+
+    @model_validator(mode="after")
+    def _check(self) -> "NavObstacles":
+        if self.count.lo < 0 or self.count.hi > NUM_OBSTACLE_SLOTS:
+            raise ValueError(f"count must lie in [0, {NUM_OBSTACLE_SLOTS}], got [{self.count.lo}, {self.count.hi}]")
+        if self.size.lo <= 0:
+            raise ValueError(f"size must be positive, got [{self.size.lo}, {self.size.hi}]")
+        return self
+
+
+class NavLidar(StrictModel):
+    rays: int = Field(16, ge=1)
+    range: float = Field(3.0, gt=0.0)
+
+
+class NavConfig(EnvConfig):
+    """``robolearn/Nav-v0`` settings (the ``env`` section of an experiment)."""
+
+    task: str = "robolearn/Nav-v0"
+    arena_size: float = Field(6.0, gt=1.0, description="inner side of the square arena, metres")
+    obstacles: NavObstacles = Field(default_factory=NavObstacles)
+    goal_distance: Range = Field(default_factory=lambda: Range(lo=1.5, hi=5.0))
+    success_radius: float = Field(0.3, gt=0.0)
+    control_hz: float = Field(20.0, gt=0.0)
+    episode_seconds: float = Field(30.0, gt=0.0)
+    max_wheel_speed: float = Field(12.0, gt=0.0, description="rad/s at action 1 (wheel radius 0.05 m)")
+    lidar: NavLidar = Field(default_factory=NavLidar)
+    collision_force: float = Field(1e-3, ge=0.0, description="bumper force (N) above which a step counts as a collision")
+    rewards: NavRewards = Field(default_factory=NavRewards)
+
+    @model_validator(mode="after")
+    def _geometry(self) -> "NavConfig":
+        half = self.arena_size / 2 - ROBOT_RADIUS
+        if self.goal_distance.lo <= 0:
+            raise ValueError(f"goal_distance must be positive, got [{self.goal_distance.lo}, {self.goal_distance.hi}]")
+        if self.goal_distance.lo > 2 * np.sqrt(2) * half:
+            raise ValueError(f"goal_distance.lo={self.goal_distance.lo} does not fit in a {self.arena_size} m arena")
+        return self
+
+
+def default_config() -> NavConfig:
+    return NavConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# reward terms (unweighted; weights come from config)
+
+
+def reward_success(reached: np.ndarray) -> np.ndarray:
+    """1 on the step the robot comes within the success radius of the goal."""
+    return reached.astype(np.float64)
+
+
+def reward_slack(num_envs: int) -> np.ndarray:
+    """1 every step (a negative weight makes the robot hurry)."""
+    return np.ones(num_envs)
+
+
+def reward_progress(prev_distance: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Decrease of the distance to the goal over the step, metres."""
+    return prev_distance - distance
+
+
+def reward_collision(bumper_force: np.ndarray, threshold: float) -> np.ndarray:
+    """1 while the chassis presses against a wall or obstacle."""
+    return (bumper_force > threshold).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def yaw_of(quat: np.ndarray) -> np.ndarray:
+    """Heading of (N, 4) wxyz quaternions."""
+    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
+    return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def _first_valid(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first True per row of (n, k) and whether the row has one."""
+    return valid.argmax(axis=1), valid.any(axis=1)
+
+
+class NavEnv(BatchedMujocoEnv):
+    """Batched ``robolearn/Nav-v0`` (the gymnasium ``vector_entry_point``)."""
+
+    episode_metrics = ("return", "length", "success", "spl", "collisions")
+    # observations read qpos, qvel and the in-step bumper force; the lidar's ray casting computes
+    # the kinematics it needs itself, so the step computes no forward stage after the last substep
+    step_stage = mujoco.mjtStage.mjSTAGE_NONE
+
+    def __init__(self, num_envs: int | None = None, config: NavConfig | dict | None = None,
+                 seed: int | None = None, render_mode: str | None = None, **overrides):
+        cfg = config if isinstance(config, NavConfig) else NavConfig.model_validate(dict(config or {}))
+        if overrides or num_envs is not None:
+            cfg = NavConfig.model_validate({**cfg.model_dump(), **overrides,
+                                            **({"num_envs": num_envs} if num_envs is not None else {})})
+        self.cfg = cfg
+        xml = resources.files("robolearn.envs.diffdrive").joinpath("nav_arena.xml").read_text()
+        model = mujoco.MjModel.from_xml_string(xml)
+        self._size_arena(model, cfg.arena_size)
+        frame_skip = max(1, int(round(1.0 / (cfg.control_hz * model.opt.timestep))))
+        max_steps = int(round(cfg.episode_seconds * cfg.control_hz))
+        nray = cfg.lidar.rays
+        policy_terms = {"goal": 3, "velocity": 2, "lidar": nray, "last_action": 2}
+        critic_terms = {**policy_terms, "base_pose": 4, "goal_position": 2}
+        super().__init__(model, cfg.num_envs, frame_skip, max_steps, {"policy": policy_terms, "critic": critic_terms},
+                         action_dim=2, nthread=cfg.nthread, seed=seed, render_mode=render_mode)
+
+        n = self.num_envs
+        obstacle_names = [f"obstacle_{i}" for i in range(NUM_OBSTACLE_SLOTS)]
+        self._obstacle_geoms = np.array([model.geom(name).id for name in obstacle_names])
+        self._obstacle_mocap = np.array([model.body_mocapid[model.body(name).id] for name in obstacle_names])
+        self._obstacle_is_box = model.geom_type[self._obstacle_geoms] == mujoco.mjtGeom.mjGEOM_BOX
+        self._goal_mocap = model.body_mocapid[model.body("goal").id]
+        self._bumper = model.sensor_adr[model.sensor("bumper").id]
+        self._lidar_height = 0.05 + model.site("lidar").pos[2]
+        self._base_body = model.body("base").id
+        angles = np.linspace(0.0, 2.0 * np.pi, nray, endpoint=False)
+        self._ray_cos, self._ray_sin = np.cos(angles), np.sin(angles)
+        self._ray_groups = np.array([1, 1, 0, 0, 0, 0], np.uint8)  # walls and obstacles
+        self._ray_pnt = np.zeros((n, nray, 3))
+        self._ray_vec = np.zeros((n, nray, 3))
+        self._geom_size = self.model_field("geom_size")
+        self._geom_rbound = self.model_field("geom_rbound")
+        self._geom_aabb = self.model_field("geom_aabb")
+
+        # per-env task state
+        self.goal = np.zeros((n, 2))
+        self.distance = np.zeros(n)
+        self.start_distance = np.ones(n)
+        self.path_length = np.zeros(n)
+        self.collisions = np.zeros(n, np.int64)
+        self.in_collision = np.zeros(n, bool)
+        self.last_action = np.zeros((n, 2), np.float32)
+        self.obstacle_xy = np.zeros((n, NUM_OBSTACLE_SLOTS, 2))
+        self.obstacle_radius = np.zeros((n, NUM_OBSTACLE_SLOTS))  # bounding radius; 0 = parked
+        self._prev_xy = np.zeros((n, 2))
+        self.lidar = np.zeros((n, nray))
+
+    @staticmethod
+    def _size_arena(model: mujoco.MjModel, arena_size: float) -> None:
+        """Move the walls so their inner faces bound an ``arena_size`` square."""
+        half = arena_size / 2
+        for name, axis, sign in (("wall_n", 1, 1), ("wall_s", 1, -1), ("wall_e", 0, 1), ("wall_w", 0, -1)):
+            g = model.geom(name)
+            thick = g.size[axis]
+            g.pos[axis] = sign * (half + thick)
+            g.size[1 - axis] = half + 2 * thick
+            g.rbound = np.linalg.norm(g.size)
+            model.geom_aabb[g.id, 3:] = g.size
+        model.geom("floor").size[:2] = half + 1.0
+
+    # ------------------------------------------------------------------ reset: layout sampling
+    def _sample_start_goal(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Start and goal positions (k, 2) inside the arena, ``goal_distance`` apart."""
+        rng, half = self.np_random, self.cfg.arena_size / 2 - ROBOT_RADIUS - 0.05
+        lo, hi = self.cfg.goal_distance.as_tuple()
+        start, goal = np.zeros((k, 2)), np.zeros((k, 2))
+        todo = np.arange(k)
+        while todo.size:
+            cand_s = rng.uniform(-half, half, (todo.size, 32, 2))
+            cand_g = rng.uniform(-half, half, (todo.size, 32, 2))
+            d = np.linalg.norm(cand_g - cand_s, axis=-1)
+            idx, ok = _first_valid((d >= lo) & (d <= hi))
+            rows = np.arange(todo.size)
+            start[todo[ok]] = cand_s[rows, idx][ok]
+            goal[todo[ok]] = cand_g[rows, idx][ok]
+            todo = todo[~ok]
+        return start, goal
+
+    def _sample_obstacles(self, start: np.ndarray, goal: np.ndarray):
+        """Obstacle slots for k envs: centres, half sizes, yaw and bounding radius (0 = parked).
+
+        Slot by slot (a loop over 8 slots, vectorised over envs), 32 candidate centres each; a
+        slot with no candidate keeping the gaps to the walls, earlier obstacles, start and goal is
+        parked.
+        """
+        rng, cfg = self.np_random, self.cfg.obstacles
+        k, half = start.shape[0], self.cfg.arena_size / 2
+        count = rng.integers(cfg.count.lo, cfg.count.hi + 1, k)
+        size = rng.uniform(cfg.size.lo, cfg.size.hi, (k, NUM_OBSTACLE_SLOTS, 2))
+        size[:, ~self._obstacle_is_box, 1] = size[:, ~self._obstacle_is_box, 0]
+        bound = np.where(self._obstacle_is_box, np.linalg.norm(size, axis=-1), size[..., 0])
+        yaw = rng.uniform(-np.pi, np.pi, (k, NUM_OBSTACLE_SLOTS))
+        xy = np.zeros((k, NUM_OBSTACLE_SLOTS, 2))
+        radius = np.zeros((k, NUM_OBSTACLE_SLOTS))
+        keep_clear = ROBOT_RADIUS + 0.1
+        for j in range(NUM_OBSTACLE_SLOTS):
+            r = bound[:, j, None]  # (k, 1)
+            lim = np.maximum(half - cfg.gap - r, 0.0)
+            cand = rng.uniform(-1.0, 1.0, (k, 32, 2)) * lim[..., None]
+            valid = (j < count)[:, None] & (lim > 0)
+            valid = valid & (np.linalg.norm(cand - start[:, None], axis=-1) >= r + keep_clear)
+            valid &= np.linalg.norm(cand - goal[:, None], axis=-1) >= r + keep_clear
+            if j:
+                gaps = np.linalg.norm(cand[:, :, None] - xy[:, None, :j], axis=-1) - radius[:, None, :j] - r[..., None]
+                valid &= np.all((gaps >= cfg.gap) | (radius[:, None, :j] == 0), axis=-1)
+            idx, ok = _first_valid(valid)
+            xy[ok, j] = cand[np.flatnonzero(ok), idx[ok]]
+            radius[ok, j] = bound[ok, j]
+        return xy, size, yaw, radius
+
+    def _reset_envs(self, ids: np.ndarray) -> None:
+        k, rng = ids.size, self.np_random
+        start, goal = self._sample_start_goal(k)
+        xy, size, yaw, radius = self._sample_obstacles(start, goal)
+        heading = rng.uniform(-np.pi, np.pi, k)
+
+        # robot: free joint at the start pose, wheels at rest
+        qpos = self.qpos[ids]
+        qpos[:, 0:2] = start
+        qpos[:, 2] = 0.05
+        qpos[:, 3], qpos[:, 6] = np.cos(heading / 2), np.sin(heading / 2)
+        qpos[:, 4:6] = 0.0
+        qpos[:, 7:] = 0.0
+        self.qpos[ids] = qpos
+        self.qvel[ids] = 0.0
+        self.ctrl[ids] = 0.0
+
+        # obstacles: pose through mocap, shape through per-env geom fields
+        placed = radius > 0
+        pos = np.zeros((k, NUM_OBSTACLE_SLOTS, 3))
+        pos[..., :2] = xy
+        pos[..., 2] = np.where(placed, 0.2, _PARKED_Z)
+        quat = np.zeros((k, NUM_OBSTACLE_SLOTS, 4))
+        quat[..., 0], quat[..., 3] = np.cos(yaw / 2), np.sin(yaw / 2)
+        self.mocap_pos[ids[:, None], self._obstacle_mocap] = pos
+        self.mocap_quat[ids[:, None], self._obstacle_mocap] = quat
+        geoms = self._obstacle_geoms
+        gsize = self._geom_size[ids[:, None], geoms]
+        gsize[..., 0] = size[..., 0]
+        gsize[..., 1] = np.where(self._obstacle_is_box, size[..., 1], 0.2)  # cylinder: half-height
+        gsize[..., 2] = np.where(self._obstacle_is_box, 0.2, 0.0)
+        self._geom_size[ids[:, None], geoms] = gsize
+        self._geom_rbound[ids[:, None], geoms] = np.linalg.norm(
+            np.where(self._obstacle_is_box[:, None], gsize, gsize[..., [0, 1, 1]] * [1, 0, 1]), axis=-1)
+        aabb = np.zeros((k, NUM_OBSTACLE_SLOTS, 6))
+        aabb[..., 3] = size[..., 0]
+        aabb[..., 4] = size[..., 1]
+        aabb[..., 5] = 0.2
+        self._geom_aabb[ids[:, None], geoms] = aabb
+        self.mocap_pos[ids, self._goal_mocap, :2] = goal
+        self.mocap_pos[ids, self._goal_mocap, 2] = 0.0
+
+        self.goal[ids] = goal
+        self.obstacle_xy[ids] = xy
+        self.obstacle_radius[ids] = radius
+        self.distance[ids] = np.linalg.norm(goal - start, axis=-1)
+        self.start_distance[ids] = self.distance[ids]
+        self.path_length[ids] = 0.0
+        self.collisions[ids] = 0
+        self.in_collision[ids] = False
+        self.last_action[ids] = 0.0
+        self._prev_xy[ids] = start
+
+    # ------------------------------------------------------------------ step
+    def _apply_actions(self, actions: np.ndarray) -> None:
+        self.ctrl[:] = actions * self.cfg.max_wheel_speed
+        self.last_action[:] = actions
+
+    def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xy = self.qpos[:, 0:2]
+        prev_distance = self.distance
+        distance = np.linalg.norm(self.goal - xy, axis=-1)
+        reached = distance < self.cfg.success_radius
+        collision = reward_collision(self.sensordata[:, self._bumper], self.cfg.collision_force)
+        w = self.cfg.rewards
+        reward = (w.success * reward_success(reached)
+                  + w.slack * reward_slack(self.num_envs)
+                  + w.progress * reward_progress(prev_distance, distance)
+                  + w.collision * collision)
+        touching = collision > 0
+        self.collisions += touching & ~self.in_collision
+        self.in_collision = touching
+        self.path_length += np.linalg.norm(xy - self._prev_xy, axis=-1)
+        self._prev_xy[:] = xy
+        self.distance = distance
+        self.episode_success |= reached
+        return reward, reached
+
+    def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        shortest = self.start_distance[ids]  # straight line: a lower bound of the shortest path
+        spl = self.episode_success[ids] * shortest / np.maximum(self.path_length[ids], shortest)
+        return {"spl": spl, "collisions": self.collisions[ids].astype(np.float64)}
+
+    def _scan_lidar(self) -> np.ndarray:
+        """Ranges (N, rays) of the lidar ring at the robot's heading, clipped at the range."""
+        yaw = yaw_of(self.qpos[:, 3:7])
+        c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+        self._ray_pnt[:, :, 0] = self.qpos[:, 0, None]
+        self._ray_pnt[:, :, 1] = self.qpos[:, 1, None]
+        self._ray_pnt[:, :, 2] = self._lidar_height
+        self._ray_vec[:, :, 0] = c * self._ray_cos - s * self._ray_sin
+        self._ray_vec[:, :, 1] = s * self._ray_cos + c * self._ray_sin
+        dist, _ = self.batch.ray(self._ray_pnt, self._ray_vec, geomgroup=self._ray_groups,
+                                 bodyexclude=self._base_body)
+        rng = self.cfg.lidar.range
+        self.lidar = np.where((dist < 0) | (dist > rng), rng, dist)
+        return self.lidar
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        xy, yaw = self.qpos[:, 0:2], yaw_of(self.qpos[:, 3:7])
+        c, s = np.cos(yaw), np.sin(yaw)
+        delta = self.goal - xy
+        goal_x = c * delta[:, 0] + s * delta[:, 1]  # goal in the robot frame
+        goal_y = -s * delta[:, 0] + c * delta[:, 1]
+        distance = np.hypot(goal_x, goal_y)
+        safe = np.maximum(distance, 1e-6)
+        forward_speed = c * self.qvel[:, 0] + s * self.qvel[:, 1]
+        terms = {
+            "goal": np.stack([distance, goal_x / safe, goal_y / safe], axis=-1),
+            "velocity": np.stack([forward_speed, self.qvel[:, 5]], axis=-1),
+            "lidar": self._scan_lidar(),
+            "last_action": self.last_action,
+            "base_pose": np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1),
+            "goal_position": self.goal,
+        }
+        return {group: layout.pack(self._obs[group], terms) for group, layout in self.obs_layout.items()}
