@@ -1,0 +1,208 @@
+"""PPO learner throughput, robolearn vs rsl_rl 5.5.1, on a zero-cost synthetic env.
+
+Both learners get the same setting: [256, 256, 256] ELU actor and critic with observation
+normalisation, 24 steps x N envs per rollout, 5 epochs x 4 minibatches, Adam at lr 1e-3 with the
+KL-adaptive schedule, per-minibatch advantage normalisation. The env serves precomputed random
+observations and rewards, so what is timed is the learner: rollout collection (policy and value
+inference, storage) plus the update. rsl_rl is driven by its own OnPolicyRunner; robolearn by the
+loop its runner uses. Rounds alternate between the two to share any drift in machine load.
+
+    python bench/learner_vs_rsl_rl.py --num-envs 256 1024 --iterations 20
+
+Needs ``pip install rsl-rl-lib==5.5.1`` (with tensordict; no CUDA torch needed). Run it alone:
+on 2 cores any other job voids the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import statistics
+import time
+
+import torch
+from rsl_rl.env import VecEnv
+from rsl_rl.runners import OnPolicyRunner
+from tensordict import TensorDict
+
+from robolearn.algorithms import PPO
+from robolearn.models import ActorCritic
+from robolearn.storage import RolloutStorage
+
+OBS_DIMS = {"policy": 48, "critic": 60}
+ACTION_DIM = 12
+NUM_STEPS = 24
+HIDDEN = [256, 256, 256]
+EPISODE_LENGTH = 250  # truncation; about 1 in 200 steps also terminates
+POOL = 16  # distinct precomputed steps the env cycles through
+
+
+class ZeroCostEnv:
+    """N envs whose step costs ~nothing: observations, rewards and terminations come from a pool."""
+
+    def __init__(self, num_envs: int, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.num_envs = num_envs
+        self.obs_pool = [{group: torch.randn(num_envs, dim, generator=generator)
+                          for group, dim in OBS_DIMS.items()} for _ in range(POOL)]
+        self.reward_pool = torch.randn(POOL, num_envs, generator=generator)
+        self.terminated_pool = torch.rand(POOL, num_envs, generator=generator) < 1 / 200
+        self.episode_length = torch.randint(0, EPISODE_LENGTH, (num_envs,), generator=generator)
+        self.t = 0
+
+    def reset(self) -> dict[str, torch.Tensor]:
+        return self.obs_pool[0]
+
+    def step(self, actions: torch.Tensor):
+        """-> obs (finished envs already reset), rewards, terminated, truncated, final_obs."""
+        self.t += 1
+        i = self.t % POOL
+        self.episode_length += 1
+        terminated = self.terminated_pool[i]
+        truncated = (self.episode_length >= EPISODE_LENGTH) & ~terminated
+        self.episode_length.masked_fill_(terminated | truncated, 0)
+        final_obs = self.obs_pool[(i + POOL // 2) % POOL]  # stands in for the pre-reset observations
+        return self.obs_pool[i], self.reward_pool[i], terminated, truncated, final_obs
+
+
+# --- robolearn ----------------------------------------------------------------------------------
+
+class RobolearnLearner:
+    """robolearn's model, PPO and storage, driven the way its runner drives them."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.env = ZeroCostEnv(num_envs)
+        self.model = ActorCritic(OBS_DIMS, ACTION_DIM, actor_hidden=HIDDEN, critic_hidden=HIDDEN,
+                                 activation="elu", normalize_obs=True, critic_obs="critic")
+        self.ppo = PPO(self.model, num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
+                       lr_schedule="adaptive", normalize_advantage=True)
+        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM)
+        self.obs = self.env.reset()
+
+    def learn(self, iterations: int) -> None:
+        for _ in range(iterations):
+            self.collect()
+            self.ppo.update(self.storage)
+
+    @torch.inference_mode()
+    def collect(self) -> None:
+        """One rollout. Bootstrap values: V(final_obs) for truncated envs (evaluated on those envs
+        only), 0 for terminated ones, and for running ones the value the next step computes."""
+        model, storage = self.model, self.storage
+        bootstrap = torch.zeros(self.env.num_envs)
+        for _ in range(NUM_STEPS):
+            actions, log_prob, values, mean, std = model.act(self.obs)
+            obs, rewards, terminated, truncated, final_obs = self.env.step(actions)
+            bootstrap.zero_()
+            if truncated.any():
+                ids = truncated.nonzero().squeeze(1)
+                bootstrap[ids] = model.value({group: x[ids] for group, x in final_obs.items()})
+            storage.add(self.obs, actions, log_prob, values, mean, std, rewards, terminated | truncated,
+                        bootstrap)
+            self.obs = obs
+        following_values = torch.cat([storage.values[1:], model.value(self.obs).unsqueeze(0)])
+        storage.next_values.mul_(storage.dones).add_((1.0 - storage.dones) * following_values)
+
+
+# --- rsl_rl -------------------------------------------------------------------------------------
+
+class RslRlZeroCostEnv(VecEnv):
+    """The same env behind rsl_rl's VecEnv interface (truncations reported as ``time_outs``)."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.env = ZeroCostEnv(num_envs)
+        self.num_envs = num_envs
+        self.num_actions = ACTION_DIM
+        self.max_episode_length = EPISODE_LENGTH
+        self.episode_length_buf = self.env.episode_length
+        self.device = "cpu"
+        self.cfg = {}
+        self.obs = TensorDict(self.env.reset(), batch_size=[num_envs])
+
+    def get_observations(self) -> TensorDict:
+        return self.obs
+
+    def step(self, actions: torch.Tensor):
+        obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        self.obs = TensorDict(obs, batch_size=[self.num_envs])
+        return self.obs, rewards, terminated | truncated, {"time_outs": truncated}
+
+
+RSL_RL_CONFIG = {
+    "num_steps_per_env": NUM_STEPS,
+    "save_interval": 10**9,
+    "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
+    "algorithm": {
+        "class_name": "PPO", "num_learning_epochs": 5, "num_mini_batches": 4, "clip_param": 0.2,
+        "gamma": 0.99, "lam": 0.95, "value_loss_coef": 1.0, "entropy_coef": 0.005,
+        "learning_rate": 1e-3, "max_grad_norm": 1.0, "use_clipped_value_loss": True,
+        "schedule": "adaptive", "desired_kl": 0.01, "normalize_advantage_per_mini_batch": True,
+    },
+    "actor": {
+        "class_name": "MLPModel", "hidden_dims": HIDDEN, "activation": "elu", "obs_normalization": True,
+        "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 1.0},
+    },
+    "critic": {
+        "class_name": "MLPModel", "hidden_dims": HIDDEN, "activation": "elu", "obs_normalization": True,
+    },
+}
+
+
+class RslRlLearner:
+    """rsl_rl's own OnPolicyRunner (no log dir: no writer, no checkpoints)."""
+
+    def __init__(self, num_envs: int) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints both models
+            self.runner = OnPolicyRunner(RslRlZeroCostEnv(num_envs), copy.deepcopy(RSL_RL_CONFIG),
+                                         log_dir=None, device="cpu")
+
+    def learn(self, iterations: int) -> None:
+        self.runner.learn(iterations)
+
+
+# --- measurement --------------------------------------------------------------------------------
+
+def steps_per_second(learner, num_envs: int, iterations: int) -> float:
+    start = time.perf_counter()
+    learner.learn(iterations)
+    return iterations * NUM_STEPS * num_envs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--iterations", type=int, default=20, help="timed iterations per round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, same for both")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for num_envs in args.num_envs:
+        learners = {"robolearn": RobolearnLearner(num_envs), "rsl_rl": RslRlLearner(num_envs)}
+        for learner in learners.values():
+            learner.learn(args.warmup)
+        rates: dict[str, list[float]] = {name: [] for name in learners}
+        for _ in range(args.rounds):
+            for name, learner in learners.items():
+                rates[name].append(steps_per_second(learner, num_envs, args.iterations))
+        ours, theirs = statistics.median(rates["robolearn"]), statistics.median(rates["rsl_rl"])
+        rows.append((num_envs, ours, theirs))
+        print(f"N={num_envs}: robolearn {[round(r) for r in rates['robolearn']]}, "
+              f"rsl_rl {[round(r) for r in rates['rsl_rl']]} steps/s", flush=True)
+
+    print(f"\nPPO learner, zero-cost env, {NUM_STEPS} steps x N, 5 epochs x 4 minibatches, "
+          f"[256,256,256] ELU, torch {torch.__version__}, {args.threads} threads, "
+          f"median of {args.rounds} x {args.iterations} iterations")
+    print(f"{'N':>6} | {'robolearn steps/s':>17} | {'rsl_rl steps/s':>14} | ours/rsl_rl")
+    print(f"{'-' * 6}-+-{'-' * 17}-+-{'-' * 14}-+------------")
+    for num_envs, ours, theirs in rows:
+        print(f"{num_envs:>6} | {ours:>17,.0f} | {theirs:>14,.0f} | {ours / theirs:>10.2f}x")
+
+
+if __name__ == "__main__":
+    main()

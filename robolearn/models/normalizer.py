@@ -1,0 +1,53 @@
+"""Running observation normalisation that lives inside the model (saved and exported with it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EmpiricalNormalizer(nn.Module):
+    """``clip((x - mean) / sqrt(var + eps))`` with the running mean and variance of every ``x`` seen.
+
+    The statistics are buffers (``mean``, ``var``: float32; ``count``: float64), so they travel in
+    ``state_dict`` and the forward pass is plain tensor ops for ONNX export. ``update`` only learns
+    in training mode, and stops once ``count`` reaches ``until`` (if given).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-8, clip: float = 5.0, until: int | None = None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.clip = clip
+        self.until = until
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch ``[..., dim]`` into the statistics (no-op in eval mode or past ``until``)."""
+        x = x.reshape(-1, x.shape[-1])
+        if not self.training or x.shape[0] == 0:
+            return
+        if self.until is not None and self.count.item() >= self.until:
+            return
+        var, mean = torch.var_mean(x, dim=0, correction=0)
+        self.merge(x.shape[0], mean, var)
+
+    @torch.no_grad()
+    def merge(self, count: int | float | torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Merge the moments of another sample (count, mean, population variance): Chan et al.'s
+        parallel rule, computed in float64. Distributed training merges all-reduced moments here."""
+        count_a, mean_a, var_a = self.count, self.mean.double(), self.var.double()
+        count_b = torch.as_tensor(count, dtype=torch.float64, device=self.count.device)
+        mean_b, var_b = mean.double(), var.double()
+        total = count_a + count_b
+        delta = mean_b - mean_a
+        mean_ab = mean_a + delta * (count_b / total)
+        var_ab = (var_a * count_a + var_b * count_b + delta.square() * (count_a * count_b / total)) / total
+        self.mean.copy_(mean_ab)
+        self.var.copy_(var_ab)
+        self.count.copy_(total)

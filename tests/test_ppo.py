@@ -1,0 +1,168 @@
+"""PPO: surrogate clipping, learning-rate rule, Gaussian fast path, storage, and a short learning run."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from robolearn.algorithms.ppo import PPO, adapt_learning_rate, clipped_surrogate_loss
+from robolearn.models.actor_critic import ActorCritic, gaussian_kl
+from robolearn.storage import RolloutStorage
+
+OBS_DIMS = {"policy": 4, "critic": 6}
+ACTION_DIM = 2
+
+
+class Bandit:
+    """One-step task in pure torch: reward −‖a − W s‖², every step terminates the episode."""
+
+    def __init__(self, seed=0):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.weights = torch.randn(ACTION_DIM, OBS_DIMS["policy"], generator=self.generator) * 0.5
+
+    def observe(self, num_envs):
+        policy = torch.randn(num_envs, OBS_DIMS["policy"], generator=self.generator)
+        critic = torch.cat([policy, torch.zeros(num_envs, OBS_DIMS["critic"] - OBS_DIMS["policy"])], dim=1)
+        return {"policy": policy, "critic": critic}
+
+    def reward(self, obs, actions):
+        return -(actions - obs["policy"] @ self.weights.T).square().sum(-1)
+
+
+def collect(model, storage, bandit):
+    with torch.inference_mode():
+        for _ in range(storage.num_steps):
+            obs = bandit.observe(storage.num_envs)
+            actions, log_prob, values, mean, std = model.act(obs)
+            rewards = bandit.reward(obs, actions)
+            dones = torch.ones(storage.num_envs, dtype=torch.bool)  # terminated: next value 0
+            storage.add(obs, actions, log_prob, values, mean, std, rewards, dones, torch.zeros_like(rewards))
+
+
+def make(seed=0, num_steps=8, num_envs=64, **ppo_kwargs):
+    torch.manual_seed(seed)
+    model = ActorCritic(OBS_DIMS, ACTION_DIM, actor_hidden=[32, 32], critic_hidden=[32, 32], init_std=0.5,
+                        critic_obs="critic")
+    storage = RolloutStorage(num_steps, num_envs, OBS_DIMS, ACTION_DIM)
+    return model, storage, PPO(model, **ppo_kwargs), Bandit(seed)
+
+
+# --- clipped surrogate ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("ratio", "advantage", "gradient_flows"), [
+    (1.3, 1.0, False),   # above 1 + ε with Â > 0: clipped, no incentive to push further
+    (0.7, -1.0, False),  # below 1 − ε with Â < 0: clipped
+    (1.1, 1.0, True),    # inside the trust region
+    (0.9, -1.0, True),
+    (1.3, -1.0, True),   # moved the wrong way: the unclipped term stays in the min
+    (0.7, 1.0, True),
+])
+def test_surrogate_gradient_vanishes_only_where_clipped(ratio, advantage, gradient_flows):
+    old_log_prob = torch.tensor([0.3])
+    log_prob = (old_log_prob + math.log(ratio)).requires_grad_()
+    loss, clip_fraction = clipped_surrogate_loss(log_prob, old_log_prob, torch.tensor([advantage]), 0.2)
+    loss.backward()
+    assert (log_prob.grad.abs().item() > 0) == gradient_flows
+    assert clip_fraction.item() == (0.0 if abs(ratio - 1) < 0.2 else 1.0)
+
+
+# --- KL-adaptive learning rate ----------------------------------------------------------------
+
+def test_adaptive_lr_rule_moves_the_right_way_and_is_clamped():
+    assert adapt_learning_rate(1e-3, kl=0.1, desired_kl=0.01) == pytest.approx(1e-3 / 1.5)
+    assert adapt_learning_rate(1e-3, kl=1e-4, desired_kl=0.01) == pytest.approx(1.5e-3)
+    assert adapt_learning_rate(1e-3, kl=0.01, desired_kl=0.01) == 1e-3
+    assert adapt_learning_rate(1e-5, kl=1.0, desired_kl=0.01) == 1e-5
+    assert adapt_learning_rate(1e-2, kl=0.0, desired_kl=0.01) == 1e-2
+
+
+@pytest.mark.parametrize(("schedule", "lr", "desired_kl", "moves"), [
+    ("adaptive", 1e-2, 1e-9, "down"),  # any step is too big
+    ("adaptive", 1e-5, 1e3, "up"),     # any step is too small
+    ("fixed", 1e-2, 1e-9, "stays"),
+])
+def test_update_adapts_lr_only_when_adaptive(schedule, lr, desired_kl, moves):
+    model, storage, ppo, bandit = make(lr=lr, lr_schedule=schedule, desired_kl=desired_kl)
+    collect(model, storage, bandit)
+    stats = ppo.update(storage)
+    assert stats["lr"] == ppo.lr == ppo.optimizer.param_groups[0]["lr"]
+    assert {"down": ppo.lr < lr, "up": ppo.lr > lr, "stays": ppo.lr == lr}[moves]
+
+
+# --- Gaussian fast path -----------------------------------------------------------------------
+
+def test_closed_form_gaussian_matches_torch_distributions():
+    model, _, _, bandit = make()
+    with torch.no_grad():
+        model.log_std.copy_(torch.tensor([-0.3, 0.4]))
+    obs = bandit.observe(16)
+    actions, log_prob, values, mean, std = model.act(obs)
+    reference = Normal(mean, std)
+    torch.testing.assert_close(log_prob, reference.log_prob(actions).sum(-1))
+    new_log_prob, entropy, new_values, new_mean, new_std = model.evaluate(obs, actions)
+    torch.testing.assert_close(new_log_prob, log_prob)
+    torch.testing.assert_close(entropy, reference.entropy().sum(-1))
+    torch.testing.assert_close(new_values, values)
+    other = Normal(mean + 0.3, std * 1.7)
+    torch.testing.assert_close(gaussian_kl(mean, std, other.mean, other.stddev),
+                               kl_divergence(reference, other).sum(-1))
+
+
+# --- storage ----------------------------------------------------------------------------------
+
+def test_minibatches_visit_every_sample_once_per_epoch():
+    storage = RolloutStorage(3, 5, {"policy": 1}, 1)
+    for t in range(3):
+        ids = torch.arange(5.0) + 5 * t
+        storage.add({"policy": ids[:, None]}, ids[:, None], ids, ids, ids[:, None], torch.ones(1),
+                    ids, torch.zeros(5), ids)
+    with pytest.raises(IndexError):
+        storage.add({"policy": ids[:, None]}, ids[:, None], ids, ids, ids[:, None], torch.ones(1),
+                    ids, torch.zeros(5), ids)
+    batches = list(storage.minibatches(num_minibatches=4, num_epochs=2))
+    assert len(batches) == 8
+    for epoch in (batches[:4], batches[4:]):
+        seen = torch.cat([batch.obs["policy"][:, 0] for batch in epoch])
+        assert sorted(seen.tolist()) == list(range(15))
+        for batch in epoch:  # fields stay aligned through the shuffle
+            assert torch.equal(batch.actions[:, 0], batch.obs["policy"][:, 0])
+            assert torch.equal(batch.log_probs, batch.values)
+
+
+# --- PPO end to end ---------------------------------------------------------------------------
+
+def test_ppo_learns_a_contextual_bandit():
+    model, storage, ppo, bandit = make(seed=0, lr=3e-3)
+    test_obs = bandit.observe(2048)
+
+    def mean_reward():
+        with torch.no_grad():
+            return bandit.reward(test_obs, model.act_deterministic(test_obs)).mean().item()
+
+    initial = mean_reward()
+    for _ in range(25):
+        collect(model, storage, bandit)
+        stats = ppo.update(storage)
+    final = mean_reward()
+    assert initial < -0.5
+    assert final > 0.1 * initial, (initial, final)  # the squared error shrank at least 10-fold
+    assert set(stats) == {"policy_loss", "value_loss", "entropy", "kl", "lr", "clip_fraction"}
+
+
+def test_state_dict_restores_optimizer_and_lr():
+    model, storage, ppo, bandit = make(lr=1e-3)
+    collect(model, storage, bandit)
+    ppo.update(storage)
+    _, _, restored, _ = make(lr=5e-4)
+    restored.load_state_dict(ppo.state_dict())
+    assert restored.lr == ppo.lr == restored.optimizer.param_groups[0]["lr"]
+    assert restored.optimizer.state_dict()["state"].keys() == ppo.optimizer.state_dict()["state"].keys()
+
+
+def test_non_finite_update_raises():
+    model, storage, ppo, bandit = make()
+    collect(model, storage, bandit)
+    storage.rewards[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        ppo.update(storage)
