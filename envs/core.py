@@ -17,7 +17,7 @@ pre-reset one for finished envs), so a trainer bootstraps truncated episodes wit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium
 import mujoco
@@ -93,6 +93,9 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         self.episode_success = np.zeros(num_envs, bool)
         self._renderer: mujoco.Renderer | None = None
         self._needs_reset = True
+        #: called with the ids of finished envs after their last step, before they reset
+        #: (e.g. to render the final frame of an episode for a video)
+        self.before_reset_hooks: list[Callable[[np.ndarray], None]] = []
 
     # ------------------------------------------------------------------ per-env model fields
     def model_field(self, name: str) -> np.ndarray:
@@ -166,6 +169,8 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
             info["_final_obs"] = done
             info["episode"] = self._finished_episode_info(ids)
             info["_episode"] = done
+            for hook in self.before_reset_hooks:
+                hook(ids)
             self._reset_ids(ids)
             obs = self._observe()
         return self._copy_obs(obs), reward.astype(np.float32), terminated, truncated, info
@@ -202,10 +207,12 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
             self._render_model.vis.global_.offheight = max(height, self._render_model.vis.global_.offheight)
             self._render_data = mujoco.MjData(self._render_model)
             self._renderer = mujoco.Renderer(self._render_model, height=height, width=width)
+            self._render_option = mujoco.MjvOption()
+            self._render_option.geomgroup[:] = 1  # floor and markers live in groups 3+
         self.batch.get_model(index, self._render_model)
         self.batch.get_data(index, self._render_data)
         mujoco.mj_forward(self._render_model, self._render_data)
-        self._renderer.update_scene(self._render_data, camera=camera)
+        self._renderer.update_scene(self._render_data, camera=camera, scene_option=self._render_option)
         return self._renderer.render()
 
     def render(self):

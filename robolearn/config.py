@@ -108,6 +108,8 @@ class PolicyConfig(StrictModel):
     activation: Literal["elu", "relu", "tanh"] = "elu"
     init_std: float = Field(1.0, gt=0.0)
     normalize_obs: bool = True
+    critic_obs: Literal["policy", "critic"] = Field(
+        "policy", description="observation group the critic reads; 'critic' adds privileged state")
 
     @model_validator(mode="after")
     def _positive_layers(self) -> "PolicyConfig":

@@ -15,7 +15,7 @@ def test_install_target_has_only_robolearn(tmp_path):
     assert top[0] == "robolearn" and len(top) == 2 and top[1].startswith("robolearn-") \
         and top[1].endswith(".dist-info"), top
     pkg = target / "robolearn"
-    for sub in ("envs", "randomization", "deploy"):
+    for sub in ("envs", "randomization", "deploy", "algorithms", "models"):
         assert (pkg / sub / "__init__.py").is_file(), sub
     assert (pkg / "envs" / "diffdrive" / "nav_arena.xml").is_file()
     # the installed copy imports and builds the task from its packaged asset

@@ -1,0 +1,200 @@
+"""Runner: bootstrapping, checkpoints and resume, NaN stop, CLI train / eval, learning."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robolearn.checkpoint import CheckpointError, load_checkpoint
+from robolearn.config import load_config
+from robolearn.runner import OnPolicyRunner, TrainingDiverged
+
+ROOT = Path(__file__).resolve().parents[1]
+NAV = ROOT / "configs" / "nav.yaml"
+SMALL = ["env.num_envs=16", "algorithm.num_steps=16", "policy.actor_hidden=[32,32]",
+         "policy.critic_hidden=[32,32]", "runner.max_iterations=2", "device=cpu", "env.nthread=1"]
+
+
+def small_config(*extra):
+    return load_config(NAV, [*SMALL, *extra])
+
+
+def robolearn(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "robolearn", *args], capture_output=True, text=True,
+                          cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+
+def test_truncated_episodes_bootstrap_from_final_obs(tmp_path):
+    # 0.5 s episodes = 10 control steps: every env is truncated at steps 10 and 20 of the rollout
+    runner = OnPolicyRunner(small_config("env.episode_seconds=0.5", "env.goal_distance=[4, 5]"), tmp_path)
+    finals, steps = {}, []
+    step = runner.env.step
+
+    def recording_step(actions):
+        out = step(actions)
+        steps.append((out[2].copy(), out[3].copy()))
+        if "final_obs" in out[4]:
+            finals[len(steps) - 1] = {g: torch.from_numpy(v.copy()) for g, v in out[4]["final_obs"].items()}
+        return out
+
+    runner.env.step = recording_step
+    obs = runner._to_device(runner.env.reset()[0])
+    last_obs, _ = runner._collect(obs)
+    s = runner.storage
+    with torch.no_grad():
+        for t, (terminated, truncated) in enumerate(steps):
+            if truncated.any():
+                expected = runner.model.value(finals[t])
+                np.testing.assert_allclose(s.next_values[t][truncated].numpy(), expected[truncated].numpy(), rtol=1e-6)
+                # V(final_obs) is not V of the returned (post-reset) observation
+                assert not torch.allclose(s.next_values[t][truncated], s.values[t + 1][truncated])
+            assert torch.all(s.next_values[t][terminated] == 0)
+            running = ~(terminated | truncated)
+            following = s.values[t + 1] if t + 1 < s.num_steps else runner.model.value(last_obs)
+            np.testing.assert_allclose(s.next_values[t][running].numpy(), following[running].numpy(), rtol=1e-6)
+    assert sum(tr.sum() for _, tr in steps) == runner.env.num_envs  # all truncated at step 10 of 16
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path):
+    a = OnPolicyRunner(small_config(), tmp_path / "run")
+    a.learn()
+    rng_after_a = torch.get_rng_state()  # the stream run A would continue with
+    state = load_checkpoint(tmp_path / "run")
+    assert state["iteration"] == 2 and set(state["rng"]) >= {"torch", "numpy", "python", "env"}
+    b = OnPolicyRunner.from_checkpoint(tmp_path / "run", config=small_config("runner.max_iterations=3"))
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert b.algorithm.lr == a.algorithm.lr and b.iteration == 2 and b.env_steps == a.env_steps
+    assert torch.equal(torch.get_rng_state(), rng_after_a)
+    assert b.env.np_random.bit_generator.state == a.env.np_random.bit_generator.state
+    obs_gen = torch.Generator().manual_seed(0)
+    obs = {g: torch.randn(8, d, generator=obs_gen) for g, d in a.obs_dims.items()}
+    with torch.no_grad():
+        actions_b = b.model.act(obs)[0]
+        torch.set_rng_state(rng_after_a)
+        actions_a = a.model.act(obs)[0]
+    assert torch.equal(actions_a, actions_b)  # the same next batch of actions
+    b.learn()
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    assert int(rows[2]["env_steps"]) == 3 * 16 * 16
+    assert load_checkpoint(tmp_path / "run")["iteration"] == 3
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
+    runner = OnPolicyRunner(small_config("runner.max_iterations=5", "runner.checkpoint_interval=1"), tmp_path)
+    step, calls = runner.env.step, [0]
+
+    def poisoned_step(actions):
+        obs, reward, terminated, truncated, info = step(actions)
+        calls[0] += 1
+        if calls[0] > 16 * 2:  # third iteration: a NaN reward
+            reward = reward.copy()
+            reward[3] = np.nan
+        return obs, reward, terminated, truncated, info
+
+    runner.env.step = poisoned_step
+    with pytest.raises(TrainingDiverged, match=r"iteration 3: .*non-finite.*last good checkpoint: .*last\.pt"):
+        runner.learn()
+    state = load_checkpoint(tmp_path)
+    assert state["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bad_checkpoints_fail_with_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint in this directory"):
+        load_checkpoint(tmp_path)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as info:
+        load_checkpoint(bad)
+    assert "\n" not in str(info.value)
+    out = robolearn("eval", str(bad), "--json")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "not a readable checkpoint" in out.stderr
+
+
+def test_cli_train_then_eval_json_and_video(tmp_path):
+    run = tmp_path / "run"
+    out = robolearn("train", str(NAV), *SMALL, "--run-dir", str(run))
+    assert out.returncode == 0, out.stderr
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert any((run / "tb").iterdir())
+    with (run / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    for column in ("iteration", "env_steps", "wall_s", "steps_per_s", "return_mean", "success_rate", "episode_len",
+                   "policy_loss", "value_loss", "entropy", "kl", "lr", "spl", "collisions"):
+        assert column in rows[0]
+    assert "it     2" in out.stdout  # plain log lines when stdout is not a terminal
+
+    out = robolearn("eval", str(run), "--episodes", "4", "--num-envs", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["episodes"] == 4
+    for key in ("success_rate", "return_mean", "spl_mean", "episode_len"):
+        assert key in result
+
+    video = tmp_path / "out.mp4"
+    out = robolearn("eval", str(run), "--episodes", "1", "--num-envs", "1", "--video", str(video),
+                    env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    assert out.returncode == 0, out.stderr
+    assert video.stat().st_size > 10_000
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = capture.read()
+    assert ok and frame.shape == (480, 480, 3) and frames >= 1 and frame.std() > 5
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "robolearn", "train", str(NAV), *SMALL[:-3],
+                             "runner.max_iterations=100000", "device=cpu", "--run-dir", str(run)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.csv"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "interrupted: saving a checkpoint" in stdout
+    state = load_checkpoint(run)
+    assert state["iteration"] >= 1
+
+
+def test_bad_config_on_train_is_one_line(tmp_path):
+    out = robolearn("train", str(NAV), "algorithm.num_stepz=8", "--run-dir", str(tmp_path / "r"))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "robolearn: config error: override 'algorithm.num_stepz=8': algorithm.num_stepz: unknown key"
+    assert not (tmp_path / "r").exists()
+
+
+def test_seeded_short_run_learns_to_reach_goals(tmp_path):
+    """Open arena, near goals: a fixed-seed run of ~15 s goes from rare to frequent success."""
+    from robolearn.envs import make_env
+    from robolearn.evaluate import evaluate
+
+    config = load_config(NAV, ["device=cpu", "seed=3", "env.num_envs=128", "env.obstacles.count=[0, 0]",
+                               "env.goal_distance=[1.0, 2.0]", "env.episode_seconds=10",
+                               "runner.max_iterations=40", "runner.checkpoint_interval=1000"])
+    runner = OnPolicyRunner(config, tmp_path)
+    eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=99)
+    before = evaluate(runner.model.eval(), eval_env, episodes=100)["success_rate"]
+    runner.learn()
+    eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=99)
+    after = evaluate(runner.model.eval(), eval_env, episodes=100)["success_rate"]
+    assert before < 0.3
+    assert after > before + 0.4, (before, after)
