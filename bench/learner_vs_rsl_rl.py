@@ -4,8 +4,8 @@ Both learners get the same setting: [256, 256, 256] ELU actor and critic with ob
 normalisation, 24 steps x N envs per rollout, 5 epochs x 4 minibatches, Adam at lr 1e-3 with the
 KL-adaptive schedule, per-minibatch advantage normalisation. The env serves precomputed random
 observations and rewards, so what is timed is the learner: rollout collection (policy and value
-inference, storage) plus the update. rsl_rl is driven by its own OnPolicyRunner; robolearn by the
-loop its runner uses. Rounds alternate between the two to share any drift in machine load.
+inference, storage) plus the update. rsl_rl is driven by its own OnPolicyRunner; robolearn by
+``robolearn.rollout.collect_rollout`` (the runner's loop) and ``PPO.update``. Rounds alternate between the two to share any drift in machine load.
 
     python bench/learner_vs_rsl_rl.py --num-envs 256 1024 --iterations 20
 
@@ -29,6 +29,7 @@ from tensordict import TensorDict
 
 from robolearn.algorithms import PPO
 from robolearn.models import ActorCritic
+from robolearn.rollout import EnvStep, collect_rollout
 from robolearn.storage import RolloutStorage
 
 OBS_DIMS = {"policy": 48, "critic": 60}
@@ -55,16 +56,18 @@ class ZeroCostEnv:
     def reset(self) -> dict[str, torch.Tensor]:
         return self.obs_pool[0]
 
-    def step(self, actions: torch.Tensor):
-        """-> obs (finished envs already reset), rewards, terminated, truncated, final_obs."""
+    def step(self, actions: torch.Tensor) -> EnvStep:
+        """The step a :class:`robolearn.rollout.TorchEnv` returns (finished envs already reset)."""
         self.t += 1
         i = self.t % POOL
         self.episode_length += 1
         terminated = self.terminated_pool[i]
         truncated = (self.episode_length >= EPISODE_LENGTH) & ~terminated
         self.episode_length.masked_fill_(terminated | truncated, 0)
-        final_obs = self.obs_pool[(i + POOL // 2) % POOL]  # stands in for the pre-reset observations
-        return self.obs_pool[i], self.reward_pool[i], terminated, truncated, final_obs
+        ids = truncated.nonzero().squeeze(1) if truncated.any() else None
+        # a pool entry stands in for the pre-reset observations of the truncated envs
+        final_obs = None if ids is None else {g: x[ids] for g, x in self.obs_pool[(i + POOL // 2) % POOL].items()}
+        return EnvStep(self.obs_pool[i], self.reward_pool[i], (terminated | truncated).float(), ids, final_obs, {})
 
 
 # --- robolearn ----------------------------------------------------------------------------------
@@ -86,24 +89,8 @@ class RobolearnLearner:
             self.collect()
             self.ppo.update(self.storage)
 
-    @torch.inference_mode()
     def collect(self) -> None:
-        """One rollout. Bootstrap values: V(final_obs) for truncated envs (evaluated on those envs
-        only), 0 for terminated ones, and for running ones the value the next step computes."""
-        model, storage = self.model, self.storage
-        bootstrap = torch.zeros(self.env.num_envs)
-        for _ in range(NUM_STEPS):
-            actions, log_prob, values, mean, std = model.act(self.obs)
-            obs, rewards, terminated, truncated, final_obs = self.env.step(actions)
-            bootstrap.zero_()
-            if truncated.any():
-                ids = truncated.nonzero().squeeze(1)
-                bootstrap[ids] = model.value({group: x[ids] for group, x in final_obs.items()})
-            storage.add(self.obs, actions, log_prob, values, mean, std, rewards, terminated | truncated,
-                        bootstrap)
-            self.obs = obs
-        following_values = torch.cat([storage.values[1:], model.value(self.obs).unsqueeze(0)])
-        storage.next_values.mul_(storage.dones).add_((1.0 - storage.dones) * following_values)
+        self.obs, _ = collect_rollout(self.model, self.env, self.storage, self.obs)
 
 
 # --- rsl_rl -------------------------------------------------------------------------------------
@@ -125,9 +112,12 @@ class RslRlZeroCostEnv(VecEnv):
         return self.obs
 
     def step(self, actions: torch.Tensor):
-        obs, rewards, terminated, truncated, _ = self.env.step(actions)
-        self.obs = TensorDict(obs, batch_size=[self.num_envs])
-        return self.obs, rewards, terminated | truncated, {"time_outs": truncated}
+        step = self.env.step(actions)
+        self.obs = TensorDict(step.obs, batch_size=[self.num_envs])
+        truncated = torch.zeros(self.num_envs, dtype=torch.bool)
+        if step.truncated_ids is not None:
+            truncated[step.truncated_ids] = True
+        return self.obs, step.rewards, step.dones.bool(), {"time_outs": truncated}
 
 
 RSL_RL_CONFIG = {

@@ -24,6 +24,7 @@ from robolearn.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, save_c
 from robolearn.config import Config, dump_config
 from robolearn.logger import MetricsLogger, ProgressDisplay
 from robolearn.models import ActorCritic
+from robolearn.rollout import TorchEnv, collect_rollout
 from robolearn.storage import RolloutStorage
 
 
@@ -63,6 +64,7 @@ class OnPolicyRunner:
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
         self.env = make_env(config.env, seed=config.seed)
+        self.torch_env = TorchEnv(self.env, self.device)
         self.obs_dims = {group: layout.size for group, layout in self.env.obs_layout.items()}
         self.action_dim = self.env.single_action_space.shape[0]
         self.model = build_model(config, self.obs_dims, self.action_dim).to(self.device)
@@ -111,7 +113,7 @@ class OnPolicyRunner:
         r = self.config.runner
         if not (r.max_iterations or r.max_env_steps or r.max_seconds):
             raise ValueError("no training budget: set runner.max_iterations, runner.max_env_steps or runner.max_seconds")
-        obs = self._to_device(self.env.reset()[0])
+        obs = self.torch_env.reset()
         if self.iteration == 0:
             self.model.update_normalizers(obs)  # a first scale for the observations
         previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -151,45 +153,19 @@ class OnPolicyRunner:
         self._stop_requested = True
         self.progress.message("Ctrl-C: finishing this iteration, then saving (Ctrl-C again to abort)")
 
-    @torch.inference_mode()
     def _collect(self, obs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
-        """One rollout of ``num_steps`` per env into the storage.
-
-        Bootstrapping (``next_values``): V(s_{t+1}) for running envs is the value the next step
-        computes anyway; a truncated env gets V(final_obs) of its true last observation, computed
-        in one batched call on the steps where some env was truncated; a terminated env gets 0.
-        """
-        storage, model = self.storage, self.model
-        model.eval()
+        """One rollout into the storage; returns the next observation and the finished episodes."""
+        obs, infos = collect_rollout(self.model, self.torch_env, self.storage, obs)
         finished: dict[str, list] = collections.defaultdict(list)
-        bootstrap = torch.zeros(self.env.num_envs, device=self.device)
-        for _ in range(self.num_steps):
-            actions, log_prob, values, mean, std = model.act(obs)
-            next_obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
-            bootstrap.zero_()
-            if truncated.any():
-                final = self._to_device(info["final_obs"])
-                trunc = torch.from_numpy(truncated).to(self.device)
-                bootstrap = torch.where(trunc, model.value(final), bootstrap)
-            done = torch.from_numpy(terminated | truncated).to(self.device, torch.float32)
-            storage.add(obs, actions, log_prob, values, mean, std,
-                        torch.from_numpy(reward).to(self.device), done, bootstrap)
+        for info in infos:
             if "episode" in info:
                 mask = info["_episode"]
-                for key, values_np in info["episode"].items():
-                    finished[key].extend(values_np[mask].tolist())
-            obs = self._to_device(next_obs)
-        # running envs bootstrap from the value of the next stored observation
-        running = 1.0 - storage.dones
-        following = torch.cat([storage.values[1:], model.value(obs).unsqueeze(0)])
-        storage.next_values.mul_(storage.dones).add_(running * following)
+                for key, values in info["episode"].items():
+                    finished[key].extend(values[mask].tolist())
+        storage = self.storage
         if not all(torch.isfinite(buffer).all() for buffer in (*storage.obs.values(), storage.rewards)):
             raise TrainingDiverged(self._diverged_message("the env returned a non-finite observation or reward"))
-        model.train()
         return obs, finished
-
-    def _to_device(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {group: torch.from_numpy(value).to(self.device, non_blocking=True) for group, value in obs.items()}
 
     def _log_row(self, stats: dict[str, float], finished: dict[str, list], steps_per_s: float,
                  collect_share: float) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_truncated_episodes_bootstrap_from_final_obs(tmp_path):
         return out
 
     runner.env.step = recording_step
-    obs = runner._to_device(runner.env.reset()[0])
+    obs = runner.torch_env.reset()
     last_obs, _ = runner._collect(obs)
     s = runner.storage
     with torch.no_grad():
