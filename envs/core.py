@@ -59,8 +59,9 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
     episode_metrics: tuple[str, ...] = ("return", "length", "success")
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int, max_episode_steps: int,
-                 obs_terms: dict[str, dict[str, int]], action_dim: int, nthread: int = 0,
-                 seed: int | None = None, render_mode: str | None = None):
+                 obs_terms: dict[str, dict[str, int]], action_names: list[str], action_scale: np.ndarray,
+                 action_offset: np.ndarray, nthread: int = 0, seed: int | None = None,
+                 render_mode: str | None = None):
         if num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
         self.model = model
@@ -83,6 +84,12 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         self._obs = {g: np.zeros((num_envs, lay.size), np.float32) for g, lay in self.obs_layout.items()}
         box = lambda n: gymnasium.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
         self.single_observation_space = gymnasium.spaces.Dict({g: box(l.size) for g, l in self.obs_layout.items()})
+        #: actions are normalised to [-1, 1]; the robot command is ``action * action_scale + action_offset``
+        #: in the units the names give (what an exported policy's contract documents)
+        self.action_names = list(action_names)
+        self.action_scale = np.asarray(action_scale, np.float64)
+        self.action_offset = np.asarray(action_offset, np.float64)
+        action_dim = len(self.action_names)
         self.single_action_space = gymnasium.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
         self.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gymnasium.vector.utils.batch_space(self.single_action_space, num_envs)

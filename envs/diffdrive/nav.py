@@ -155,7 +155,9 @@ class NavEnv(BatchedMujocoEnv):
         policy_terms = {"goal": 3, "velocity": 2, "lidar": nray, "last_action": 2}
         critic_terms = {**policy_terms, "base_pose": 4, "goal_position": 2}
         super().__init__(model, cfg.num_envs, frame_skip, max_steps, {"policy": policy_terms, "critic": critic_terms},
-                         action_dim=2, nthread=cfg.nthread, seed=seed, render_mode=render_mode)
+                         action_names=["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"],
+                         action_scale=np.full(2, cfg.max_wheel_speed), action_offset=np.zeros(2),
+                         nthread=cfg.nthread, seed=seed, render_mode=render_mode)
 
         n = self.num_envs
         obstacle_names = [f"obstacle_{i}" for i in range(NUM_OBSTACLE_SLOTS)]
@@ -306,7 +308,7 @@ class NavEnv(BatchedMujocoEnv):
 
     # ------------------------------------------------------------------ step
     def _apply_actions(self, actions: np.ndarray) -> None:
-        self.ctrl[:] = actions * self.cfg.max_wheel_speed
+        self.ctrl[:] = actions * self.action_scale + self.action_offset
         self.last_action[:] = actions
 
     def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
