@@ -6,7 +6,13 @@ once with numpy (no Python loop over envs):
 * ``_reset_envs(ids)``   write the initial state of the envs ``ids`` (after a physics reset);
 * ``_apply_actions(a)``  turn normalised actions in [-1, 1] into ``ctrl``;
 * ``_evaluate(a)``       after the physics step: ``(reward, terminated)`` and per-step bookkeeping;
-* ``_observe()``         the observation groups ``{"policy": (N, Dp), "critic": (N, Dc)}``.
+* ``_observe()``         every observation term, name -> (N, width); the core packs them into the
+                         groups ``{"policy": (N, Dp), "critic": (N, Dc)}``.
+
+Domain randomization (``robolearn.randomization``) plugs in here: sampled per env at reset through
+per-env model fields and the task's ``layout_params``, per-step effects on actions and the policy
+observations inside ``step``; the critic group gains a ``randomization`` term with every env's
+parameter values.
 
 The core owns the step loop, the time limit, per-episode metrics and SAME_STEP autoreset: the
 observation returned for a finished env is already the first one of its next episode, and
@@ -17,13 +23,16 @@ pre-reset one for finished envs), so a trainer bootstraps truncated episodes wit
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gymnasium
 import mujoco
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from mujoco import batch as mjbatch
+
+if TYPE_CHECKING:
+    from robolearn.config import RandomizationConfig
 
 _STAGE_VEL = mujoco.mjtStage.mjSTAGE_VEL
 
@@ -60,8 +69,9 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int, max_episode_steps: int,
                  obs_terms: dict[str, dict[str, int]], action_names: list[str], action_scale: np.ndarray,
-                 action_offset: np.ndarray, nthread: int = 0, seed: int | None = None,
-                 render_mode: str | None = None):
+                 action_offset: np.ndarray, layout_params: dict[str, float] | None = None,
+                 randomization: "RandomizationConfig | None" = None, nthread: int = 0,
+                 seed: int | None = None, render_mode: str | None = None):
         if num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
         self.model = model
@@ -80,6 +90,9 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         self.sensordata = self.batch.bind("sensordata")
         self._nominal: dict[str, np.ndarray] = {}
 
+        params = dict(randomization.params) if randomization is not None else {}
+        if params:
+            obs_terms = {**obs_terms, "critic": {**obs_terms["critic"], "randomization": len(params)}}
         self.obs_layout = {group: ObsLayout(terms) for group, terms in obs_terms.items()}
         self._obs = {g: np.zeros((num_envs, lay.size), np.float32) for g, lay in self.obs_layout.items()}
         box = lambda n: gymnasium.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
@@ -98,11 +111,20 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         self.episode_step = np.zeros(num_envs, np.int64)
         self.episode_return = np.zeros(num_envs, np.float64)
         self.episode_success = np.zeros(num_envs, bool)
+        self.last_action = np.zeros((num_envs, action_dim), np.float32)  # as the policy commanded it
+        #: scene-layout parameters a task reads at reset, per env (randomization may set them)
+        self.layout_nominal = dict(layout_params or {})
+        self.layout_params = {k: np.full(num_envs, v, np.float64) for k, v in self.layout_nominal.items()}
         self._renderer: mujoco.Renderer | None = None
         self._needs_reset = True
         #: called with the ids of finished envs after their last step, before they reset
         #: (e.g. to render the final frame of an episode for a video)
         self.before_reset_hooks: list[Callable[[np.ndarray], None]] = []
+        self.randomizer = None
+        if params:
+            from robolearn.randomization import Randomizer
+
+            self.randomizer = Randomizer(self, randomization, seed=seed)
 
     # ------------------------------------------------------------------ per-env model fields
     def model_field(self, name: str) -> np.ndarray:
@@ -134,6 +156,17 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
     def _observe(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _observe_groups(self) -> dict[str, np.ndarray]:
+        """Pack the task's terms into the groups; randomization adds noise to ``policy`` only and
+        its parameter values to ``critic``."""
+        terms = self._observe()
+        if self.randomizer is not None:
+            terms["randomization"] = self.randomizer.normalized_values()
+        obs = {group: layout.pack(self._obs[group], terms) for group, layout in self.obs_layout.items()}
+        if self.randomizer is not None:
+            self.randomizer.process_obs(obs["policy"])
+        return obs
+
     def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Task-specific episode metrics of the finished envs ``ids`` (called before their reset)."""
         return {}
@@ -147,7 +180,7 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
         self._reset_ids(ids)
         self._needs_reset = False
-        return self._copy_obs(self._observe()), {}
+        return self._copy_obs(self._observe_groups()), {}
 
     def step(self, actions):
         if self._needs_reset:
@@ -160,6 +193,10 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
             else:
                 raise ValueError(f"actions have shape {actions.shape}, expected {expected}")
         actions = np.clip(actions, -1.0, 1.0)
+        self.last_action[:] = actions
+        if self.randomizer is not None:
+            actions = self.randomizer.process_actions(actions)  # latency, noise, dead-band, backlash
+            self.randomizer.apply_pushes()
         self._apply_actions(actions)
         self.batch.step(nstep=self.frame_skip, stage=self.step_stage)
 
@@ -167,7 +204,7 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         reward, terminated = self._evaluate(actions)
         truncated = (self.episode_step >= self.max_episode_steps) & ~terminated
         self.episode_return += reward
-        obs = self._observe()
+        obs = self._observe_groups()
         done = terminated | truncated
         info: dict[str, Any] = {}
         if done.any():
@@ -176,10 +213,12 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
             info["_final_obs"] = done
             info["episode"] = self._finished_episode_info(ids)
             info["_episode"] = done
+            if self.randomizer is not None:
+                self.randomizer.on_episode_end(ids, info["episode"])
             for hook in self.before_reset_hooks:
                 hook(ids)
             self._reset_ids(ids)
-            obs = self._observe()
+            obs = self._observe_groups()
         return self._copy_obs(obs), reward.astype(np.float32), terminated, truncated, info
 
     def _finished_episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -199,6 +238,9 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         self.episode_step[ids] = 0
         self.episode_return[ids] = 0.0
         self.episode_success[ids] = False
+        self.last_action[ids] = 0.0
+        if self.randomizer is not None:
+            self.randomizer.on_reset(ids)
         self._reset_envs(ids)
         self.batch.forward(ids, stage=_STAGE_VEL)
 

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from robolearn.checkpoint import load_checkpoint
-from robolearn.config import Config, validate_config
+from pydantic import ValidationError
+
+from robolearn.config import Config, ConfigError, RandomizationConfig, Range, read_yaml, validate_config
 from robolearn.models import ActorCritic
 
 
@@ -28,6 +30,38 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[A
     model = build_model(config, state["obs_dims"], state["action_dim"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, state
+
+
+def eval_randomization(spec: str, config: Config, state: dict[str, Any]) -> RandomizationConfig | None:
+    """The randomization an evaluation runs under, frozen (no ADR updates, no boundary episodes):
+
+    ``nominal``  none (the task as specified);
+    ``train``    the checkpoint's parameters at the ADR ranges the run had reached;
+    a path       a YAML file with a ``params:`` mapping (the schema of ``randomization.params``),
+                 sampled uniformly over each ``init_range``: conditions a policy may never have seen.
+    """
+    frozen = {"enabled": False, "update": False}
+    if spec == "nominal":
+        return None
+    if spec == "train":
+        section = config.randomization.model_copy(update={"adr": config.randomization.adr.model_copy(update=frozen)})
+        ranges = (state.get("randomization") or {}).get("adr", {}).get("ranges")
+        if ranges is not None:
+            params = {}
+            for (name, param), (lo, hi) in zip(section.params.items(), ranges):
+                params[name] = param.model_copy(update={"init_range": Range(lo=lo, hi=hi), "limits": None})
+            section = section.model_copy(update={"params": params})
+        return section
+    data = read_yaml(spec)
+    unknown = set(data) - {"params", "adr"}
+    if unknown:
+        raise ConfigError(f"{spec}: unknown key {sorted(unknown)[0]} (a ranges file holds params:)")
+    try:
+        return RandomizationConfig.model_validate({"params": data.get("params", {}), "adr": frozen})
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{spec}: {loc}: {first['msg'].replace('Value error, ', '')}") from None
 
 
 class VideoRecorder:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from robolearn.algorithms import PPO
-from robolearn.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, save_checkpoint
+from robolearn.checkpoint import CHECKPOINT_DIR, LATEST, CheckpointError, load_checkpoint, save_checkpoint
 from robolearn.config import Config, dump_config
 from robolearn.logger import MetricsLogger, ProgressDisplay
 from robolearn.models import ActorCritic
@@ -63,7 +63,7 @@ class OnPolicyRunner:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
-        self.env = make_env(config.env, seed=config.seed)
+        self.env = make_env(config.env, seed=config.seed, randomization=config.randomization)
         self.torch_env = TorchEnv(self.env, self.device)
         self.obs_dims = {group: layout.size for group, layout in self.env.obs_layout.items()}
         self.action_dim = self.env.single_action_space.shape[0]
@@ -134,7 +134,8 @@ class OnPolicyRunner:
                 elapsed = time.perf_counter() - start
                 self.wall_s += elapsed
                 row = self._log_row(stats, episodes, steps / elapsed, collect_s / elapsed)
-                self.progress.update(row, self._fraction_done())
+                adr = f"ADR entropy {row['adr/entropy']:.2f}" if "adr/entropy" in row else ""
+                self.progress.update(row, self._fraction_done(), adr)
                 if self.iteration % r.checkpoint_interval == 0:
                     self.save()
         finally:
@@ -182,6 +183,8 @@ class OnPolicyRunner:
                 row[key] = mean(key)
         row["episodes"] = sum(len(v) for k, v in finished.items() if k == "return")
         row["collect_share"] = collect_share
+        if self.env.randomizer is not None:
+            row.update(self.env.randomizer.adr.metrics())
         self.logger.log(row)
         return row
 
@@ -196,6 +199,7 @@ class OnPolicyRunner:
             "config": self.config.to_dict(),
             "obs_dims": self.obs_dims,
             "action_dim": self.action_dim,
+            "randomization": self.env.randomizer.state_dict() if self.env.randomizer is not None else None,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -230,6 +234,11 @@ class OnPolicyRunner:
             random.setstate(rng["python"])
         if "env" in rng:
             self.env.np_random.bit_generator.state = rng["env"]
+        if state.get("randomization") is not None and self.env.randomizer is not None:
+            try:
+                self.env.randomizer.load_state_dict(state["randomization"])
+            except ValueError as err:
+                raise CheckpointError(f"{state.get('path', 'checkpoint')}: {err}") from None
         self.last_checkpoint = Path(state["path"]) if "path" in state else None
 
     def _diverged_message(self, what: str) -> str:

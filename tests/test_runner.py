@@ -198,3 +198,42 @@ def test_seeded_short_run_learns_to_reach_goals(tmp_path):
     after = evaluate(runner.model.eval(), eval_env, episodes=100)["success_rate"]
     assert before < 0.3
     assert after > before + 0.4, (before, after)
+
+
+ADR = ["randomization.adr.enabled=true", "randomization.adr.queue_length=2", "randomization.adr.objective=length",
+       "randomization.adr.t_low=1", "randomization.adr.t_high=2", "env.episode_seconds=1.0",
+       "randomization.params={mass: {target: body_mass, select: {bodies: [base]}, init_range: [1, 1],"
+       " limits: [0.5, 2], delta: 0.1}, lat: {target: action_latency, op: set, type: int, init_range: [0, 0],"
+       " limits: [0, 2], delta: 1}}"]
+
+
+def test_adr_is_logged_checkpointed_and_resumed(tmp_path):
+    """With the objective episode length above t_high, every full queue moves its bound outward:
+    the ranges grow, are logged every iteration, saved, and restored exactly on resume."""
+    a = OnPolicyRunner(small_config(*ADR, "runner.max_iterations=3"), tmp_path / "run")
+    a.learn()
+    adr = a.env.randomizer.adr
+    assert adr.moves > 0 and adr.entropy() > np.log(1e-6)
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for key in ("adr/entropy", "adr/mass/lo", "adr/mass/hi", "adr/lat/lo", "adr/lat/hi"):
+        assert key in rows[0]
+    entropy = [float(r["adr/entropy"]) for r in rows]
+    assert entropy == sorted(entropy) and entropy[-1] > entropy[0]
+    assert float(rows[-1]["adr/mass/hi"]) == pytest.approx(adr.ranges[0, 1]) and adr.ranges[0, 1] <= 2.0
+    b = OnPolicyRunner.from_checkpoint(tmp_path / "run", config=small_config(*ADR, "runner.max_iterations=4"))
+    assert b.env.randomizer.adr.ranges.tolist() == adr.ranges.tolist()
+    assert b.env.randomizer.adr.queues == adr.queues
+    assert b.env.randomizer.adr.rng.bit_generator.state == adr.rng.bit_generator.state
+
+    out = robolearn("eval", str(tmp_path / "run"), "--episodes", "2", "--num-envs", "2", "--json",
+                    "--randomization", "train")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["randomization"] == "train"
+    out = robolearn("eval", str(tmp_path / "run"), "--episodes", "2", "--num-envs", "2", "--json",
+                    "--randomization", str(ROOT / "configs" / "eval" / "nav_field.yaml"))
+    assert out.returncode == 0, out.stderr
+    bad = tmp_path / "bad_ranges.yaml"
+    bad.write_text("params: {m: {target: body_mass, select: {bodies: [chassis]}, init_range: [2, 2]}}\n")
+    out = robolearn("eval", str(tmp_path / "run"), "--episodes", "2", "--randomization", str(bad))
+    assert out.returncode == 2 and "'chassis' matches no body" in out.stderr and out.stderr.count("\n") == 1

@@ -22,7 +22,7 @@ import mujoco
 import numpy as np
 from pydantic import Field, model_validator
 
-from robolearn.config import EnvConfig, IntRange, Range, StrictModel
+from robolearn.config import EnvConfig, IntRange, RandomizationConfig, Range, StrictModel
 from robolearn.envs.core import BatchedMujocoEnv
 
 NUM_OBSTACLE_SLOTS = 8
@@ -140,7 +140,8 @@ class NavEnv(BatchedMujocoEnv):
     step_stage = mujoco.mjtStage.mjSTAGE_NONE
 
     def __init__(self, num_envs: int | None = None, config: NavConfig | dict | None = None,
-                 seed: int | None = None, render_mode: str | None = None, **overrides):
+                 seed: int | None = None, render_mode: str | None = None,
+                 randomization: RandomizationConfig | dict | None = None, **overrides):
         cfg = config if isinstance(config, NavConfig) else NavConfig.model_validate(dict(config or {}))
         if overrides or num_envs is not None:
             cfg = NavConfig.model_validate({**cfg.model_dump(), **overrides,
@@ -157,6 +158,9 @@ class NavEnv(BatchedMujocoEnv):
         super().__init__(model, cfg.num_envs, frame_skip, max_steps, {"policy": policy_terms, "critic": critic_terms},
                          action_names=["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"],
                          action_scale=np.full(2, cfg.max_wheel_speed), action_offset=np.zeros(2),
+                         layout_params={"obstacle_count": cfg.obstacles.count.hi, "obstacle_size": 1.0,
+                                        "goal_distance": cfg.goal_distance.hi},
+                         randomization=RandomizationConfig.model_validate(randomization or {}),
                          nthread=cfg.nthread, seed=seed, render_mode=render_mode)
 
         n = self.num_envs
@@ -184,7 +188,6 @@ class NavEnv(BatchedMujocoEnv):
         self.path_length = np.zeros(n)
         self.collisions = np.zeros(n, np.int64)
         self.in_collision = np.zeros(n, bool)
-        self.last_action = np.zeros((n, 2), np.float32)
         self.obstacle_xy = np.zeros((n, NUM_OBSTACLE_SLOTS, 2))
         self.obstacle_radius = np.zeros((n, NUM_OBSTACLE_SLOTS))  # bounding radius; 0 = parked
         self._prev_xy = np.zeros((n, 2))
@@ -204,24 +207,26 @@ class NavEnv(BatchedMujocoEnv):
         model.geom("floor").size[:2] = half + 1.0
 
     # ------------------------------------------------------------------ reset: layout sampling
-    def _sample_start_goal(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Start and goal positions (k, 2) inside the arena, ``goal_distance`` apart."""
-        rng, half = self.np_random, self.cfg.arena_size / 2 - ROBOT_RADIUS - 0.05
-        lo, hi = self.cfg.goal_distance.as_tuple()
+    def _sample_start_goal(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and goal positions (k, 2) inside the arena, ``goal_distance`` apart (the upper end
+        per env from the ``goal_distance`` layout parameter)."""
+        rng, half, k = self.np_random, self.cfg.arena_size / 2 - ROBOT_RADIUS - 0.05, ids.size
+        hi = self.layout_params["goal_distance"][ids, None]
+        lo = np.minimum(self.cfg.goal_distance.lo, hi)
         start, goal = np.zeros((k, 2)), np.zeros((k, 2))
         todo = np.arange(k)
         while todo.size:
             cand_s = rng.uniform(-half, half, (todo.size, 32, 2))
             cand_g = rng.uniform(-half, half, (todo.size, 32, 2))
             d = np.linalg.norm(cand_g - cand_s, axis=-1)
-            idx, ok = _first_valid((d >= lo) & (d <= hi))
+            idx, ok = _first_valid((d >= lo[todo]) & (d <= hi[todo]))
             rows = np.arange(todo.size)
             start[todo[ok]] = cand_s[rows, idx][ok]
             goal[todo[ok]] = cand_g[rows, idx][ok]
             todo = todo[~ok]
         return start, goal
 
-    def _sample_obstacles(self, start: np.ndarray, goal: np.ndarray):
+    def _sample_obstacles(self, ids: np.ndarray, start: np.ndarray, goal: np.ndarray):
         """Obstacle slots for k envs: centres, half sizes, yaw and bounding radius (0 = parked).
 
         Slot by slot (a loop over 8 slots, vectorised over envs), 32 candidate centres each; a
@@ -230,8 +235,10 @@ class NavEnv(BatchedMujocoEnv):
         """
         rng, cfg = self.np_random, self.cfg.obstacles
         k, half = start.shape[0], self.cfg.arena_size / 2
-        count = rng.integers(cfg.count.lo, cfg.count.hi + 1, k)
+        most = np.clip(np.round(self.layout_params["obstacle_count"][ids]).astype(np.int64), 0, NUM_OBSTACLE_SLOTS)
+        count = rng.integers(np.minimum(cfg.count.lo, most), most + 1)
         size = rng.uniform(cfg.size.lo, cfg.size.hi, (k, NUM_OBSTACLE_SLOTS, 2))
+        size *= self.layout_params["obstacle_size"][ids, None, None]
         size[:, ~self._obstacle_is_box, 1] = size[:, ~self._obstacle_is_box, 0]
         bound = np.where(self._obstacle_is_box, np.linalg.norm(size, axis=-1), size[..., 0])
         yaw = rng.uniform(-np.pi, np.pi, (k, NUM_OBSTACLE_SLOTS))
@@ -255,8 +262,8 @@ class NavEnv(BatchedMujocoEnv):
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         k, rng = ids.size, self.np_random
-        start, goal = self._sample_start_goal(k)
-        xy, size, yaw, radius = self._sample_obstacles(start, goal)
+        start, goal = self._sample_start_goal(ids)
+        xy, size, yaw, radius = self._sample_obstacles(ids, start, goal)
         heading = rng.uniform(-np.pi, np.pi, k)
 
         # robot: free joint at the start pose, wheels at rest
@@ -303,13 +310,11 @@ class NavEnv(BatchedMujocoEnv):
         self.path_length[ids] = 0.0
         self.collisions[ids] = 0
         self.in_collision[ids] = False
-        self.last_action[ids] = 0.0
         self._prev_xy[ids] = start
 
     # ------------------------------------------------------------------ step
     def _apply_actions(self, actions: np.ndarray) -> None:
         self.ctrl[:] = actions * self.action_scale + self.action_offset
-        self.last_action[:] = actions
 
     def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xy = self.qpos[:, 0:2]
@@ -368,4 +373,4 @@ class NavEnv(BatchedMujocoEnv):
             "base_pose": np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1),
             "goal_position": self.goal,
         }
-        return {group: layout.pack(self._obs[group], terms) for group, layout in self.obs_layout.items()}
+        return terms

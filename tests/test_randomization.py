@@ -1,0 +1,183 @@
+"""Randomization applied to Nav-v0: nominal identity, physics fields, latency, noise, config errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robolearn.config import ConfigError, RandomizationConfig, load_config
+from robolearn.envs.diffdrive import NavEnv
+from robolearn.randomization import RandomizationError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NOMINAL = {
+    "adr": {"enabled": False},
+    "params": {
+        "friction": {"target": "geom_friction", "select": {"geoms": ["wheel_l", "wheel_r"]}, "init_range": [1, 1]},
+        "mass": {"target": "body_mass", "select": {"bodies": ["base", "wheel_l"]}, "init_range": [1, 1]},
+        "damping": {"target": "joint_damping", "select": {"joints": ["wheel_l"]}, "init_range": [1, 1]},
+        "armature": {"target": "armature", "select": {"joints": ["wheel_r"]}, "op": "add", "init_range": [0, 0]},
+        "gain": {"target": "actuator_gain", "select": {"actuators": ["wheel_l", "wheel_r"]}, "init_range": [1, 1]},
+        "strength": {"target": "actuator_strength", "select": {"actuators": ["wheel_l"]}, "init_range": [1, 1]},
+        "gravity": {"target": "gravity", "init_range": [1, 1]},
+        "latency": {"target": "action_latency", "op": "set", "type": "int", "init_range": [0, 0], "limits": [0, 3]},
+        "noise": {"target": "action_noise", "op": "set", "init_range": [0, 0]},
+        "deadband": {"target": "action_deadband", "op": "set", "init_range": [0, 0]},
+        "backlash": {"target": "action_backlash", "op": "set", "init_range": [0, 0]},
+        "push": {"target": "push", "select": {"bodies": ["base"]}, "op": "set", "init_range": [0, 0]},
+        "lidar_noise": {"target": "obs_noise", "select": {"obs_terms": ["lidar"]}, "op": "set", "init_range": [0, 0]},
+        "lidar_bias": {"target": "obs_bias", "select": {"obs_terms": ["lidar", "goal"]}, "op": "set", "init_range": [0, 0]},
+        "lidar_scale": {"target": "obs_scale", "select": {"obs_terms": ["velocity"]}, "init_range": [1, 1]},
+        "size": {"target": "layout", "select": {"layout": "obstacle_size"}, "init_range": [1, 1]},
+        "count": {"target": "layout", "select": {"layout": "obstacle_count"}, "op": "set", "type": "int",
+                  "init_range": [8, 8]},
+    },
+}
+
+
+def run(env, steps=120, seed=0):
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    qpos, policy = [env.qpos.copy()], [obs["policy"]]
+    for _ in range(steps):
+        obs, *_ = env.step(rng.uniform(-1, 1, (env.num_envs, 2)))
+        qpos.append(env.qpos.copy())
+        policy.append(obs["policy"])
+    return np.array(qpos), np.array(policy)
+
+
+def test_nominal_ranges_reproduce_the_unrandomized_env_bit_for_bit():
+    plain = NavEnv(num_envs=6, episode_seconds=2.0, seed=0)
+    nominal = NavEnv(num_envs=6, episode_seconds=2.0, seed=0, randomization=NOMINAL)
+    assert nominal.randomizer is not None and len(nominal.randomizer.names) == len(NOMINAL["params"])
+    qa, pa = run(plain)
+    qb, pb = run(nominal)
+    np.testing.assert_array_equal(qa, qb)
+    np.testing.assert_array_equal(pa, pb)
+
+
+def test_mass_scale_two_doubles_mass_and_inertia():
+    env = NavEnv(num_envs=3, seed=0, randomization={"params": {
+        "mass": {"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [2, 2]}}})
+    env.reset(seed=0)
+    base = env.model.body("base").id
+    np.testing.assert_allclose(env.batch.expanded("body_mass")[:, base], 2 * env.model.body_mass[base])
+    np.testing.assert_allclose(env.batch.expanded("body_inertia")[:, base], np.tile(2 * env.model.body_inertia[base], (3, 1)))
+    other = env.model.body("wheel_l").id
+    assert np.all(env.batch.expanded("body_mass")[:, other] == env.model.body_mass[other])
+    # applied relative to the nominal model: a second reset does not compound
+    env.reset(seed=1)
+    np.testing.assert_allclose(env.batch.expanded("body_mass")[:, base], 2 * env.model.body_mass[base])
+
+
+def test_actuator_gain_scales_kv_in_gain_and_bias():
+    env = NavEnv(num_envs=2, seed=0, randomization={"params": {
+        "gain": {"target": "actuator_gain", "select": {"actuators": ["wheel_l"]}, "init_range": [1.5, 1.5]}}})
+    env.reset(seed=0)
+    a = env.model.actuator("wheel_l").id
+    kv = env.model.actuator_gainprm[a, 0]
+    np.testing.assert_allclose(env.batch.expanded("actuator_gainprm")[:, a, 0], 1.5 * kv)
+    np.testing.assert_allclose(env.batch.expanded("actuator_biasprm")[:, a, 2], -1.5 * kv)  # velocity servo
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_latency_delays_actions_by_exactly_k_control_steps(k):
+    env = NavEnv(num_envs=2, seed=0, randomization={"params": {
+        "latency": {"target": "action_latency", "op": "set", "type": "int", "init_range": [k, k]}}})
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (12, 2, 2)).astype(np.float32)
+    ctrl = []
+    for a in actions:
+        env.step(a)
+        ctrl.append(env.ctrl.copy())
+    ctrl = np.array(ctrl) / env.cfg.max_wheel_speed
+    np.testing.assert_array_equal(ctrl[:k], 0.0)
+    np.testing.assert_allclose(ctrl[k:], actions[:-k], atol=1e-6)
+    # the policy sees the action it commanded, not the delayed one
+    lay = env.obs_layout["policy"].slices["last_action"]
+    assert np.allclose(env._observe_groups()["policy"][:, lay], actions[-1])
+
+
+def test_correlated_obs_noise_is_constant_within_an_episode_and_changes_across():
+    env = NavEnv(num_envs=4, episode_seconds=0.5, seed=0, randomization={"params": {
+        "bias": {"target": "obs_bias", "select": {"obs_terms": ["lidar"]}, "op": "set", "init_range": [0.1, 0.1]}}})
+    lidar = env.obs_layout["policy"].slices["lidar"]
+    obs, _ = env.reset(seed=0)
+    biases = [obs["policy"][:, lidar] - obs["critic"][:, lidar]]  # critic holds the noise-free terms
+    for _ in range(9):
+        obs, *_ = env.step(np.zeros((4, 2)))
+        biases.append(obs["policy"][:, lidar] - obs["critic"][:, lidar])
+    assert np.allclose(np.array(biases), biases[0], atol=1e-6)
+    assert 0.03 < np.std(biases[0]) < 0.3
+    obs, *_ = env.step(np.zeros((4, 2)))  # the 10th step ends every episode (0.5 s)
+    after = obs["policy"][:, lidar] - obs["critic"][:, lidar]
+    assert not np.allclose(after, biases[0], atol=1e-3)
+
+
+def test_white_obs_noise_changes_every_step_and_critic_sees_parameters():
+    env = NavEnv(num_envs=2, seed=0, randomization={"params": {
+        "noise": {"target": "obs_noise", "select": {"obs_terms": ["lidar"]}, "op": "set", "init_range": [0.0, 0.2]}}})
+    obs, _ = env.reset(seed=0)
+    lidar = env.obs_layout["policy"].slices["lidar"]
+    d0 = obs["policy"][:, lidar] - obs["critic"][:, lidar]
+    obs, *_ = env.step(np.zeros((2, 2)))
+    d1 = obs["policy"][:, lidar] - obs["critic"][:, lidar]
+    assert not np.allclose(d0, d1)
+    values = obs["critic"][:, env.obs_layout["critic"].slices["randomization"]][:, 0]
+    np.testing.assert_allclose(values, 2 * env.randomizer.values[:, 0] / 0.2 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"x": {"target": "geom_friction", "select": {"geoms": ["wheel_q"]}, "init_range": [1, 1]}},
+     r"randomization\.params\.x\.select\.geoms: 'wheel_q' matches no geom"),
+    ({"x": {"target": "obs_noise", "select": {"obs_terms": ["sonar"]}, "op": "set", "init_range": [0, 1]}},
+     r"randomization\.params\.x\.select\.obs_terms: 'sonar' is not a policy obs term"),
+    ({"x": {"target": "layout", "select": {"layout": "walls"}, "init_range": [1, 1]}},
+     r"randomization\.params\.x\.select\.layout: 'walls' is not a layout parameter"),
+])
+def test_names_that_match_nothing_are_config_errors(params, message):
+    with pytest.raises(RandomizationError, match=message):
+        NavEnv(num_envs=1, randomization={"params": params})
+    assert issubclass(RandomizationError, ConfigError)
+
+
+@pytest.mark.parametrize("param, message", [
+    ({"target": "friction", "init_range": [1, 1]}, "unknown target 'friction'"),
+    ({"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [0.5, 1.5], "limits": [0.8, 2]},
+     r"limits \[0.8, 2.0\] do not contain init_range"),
+    ({"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [0, 1]}, "scale ranges must be positive"),
+    ({"target": "gravity", "select": {"bodies": ["base"]}, "init_range": [1, 1]}, "takes no selection"),
+    ({"target": "action_latency", "op": "set", "init_range": [0, 1]}, "type: int"),
+])
+def test_bad_parameters_name_the_key(tmp_path, param, message):
+    path = tmp_path / "exp.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"randomization": {"params": {"bad": param}}}))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert f"{path}: randomization.params.bad" in str(info.value)
+
+
+def test_adr_needs_positive_delta():
+    with pytest.raises(ValueError, match=r"params\.m\.delta: ADR needs a positive delta"):
+        RandomizationConfig.model_validate({"adr": {"enabled": True}, "params": {
+            "m": {"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [1, 1], "limits": [0.5, 2]}}})
+
+
+def test_bundled_configs_build():
+    cfg = load_config(ROOT / "configs" / "nav_adr.yaml", ["env.num_envs=4"])
+    env = NavEnv(config=cfg.env, randomization=cfg.randomization, seed=0)
+    assert env.randomizer.adr.update and env.obs_layout["critic"].widths["randomization"] == len(cfg.randomization.params)
+    from robolearn.evaluate import eval_randomization
+
+    field = eval_randomization(str(ROOT / "configs" / "eval" / "nav_field.yaml"), cfg, {})
+    env = NavEnv(config=cfg.env, randomization=field, seed=0)
+    assert not env.randomizer.adr.update
+    env.reset(seed=0)
+    assert np.all(env.randomizer.values[:, field_index(field, "action_latency")] == 2)
+
+
+def field_index(config, name):
+    return list(config.params).index(name)
