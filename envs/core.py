@@ -176,6 +176,8 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         """Reset every env (or ``options["reset_mask"]``); ``seed`` re-seeds the whole batch."""
         if seed is not None:
             self.np_random = np.random.default_rng(seed)
+            if self.randomizer is not None:
+                self.randomizer.seed(seed)
         mask = None if options is None else options.get("reset_mask")
         ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
         self._reset_ids(ids)

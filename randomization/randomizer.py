@@ -57,9 +57,8 @@ class Randomizer:
             [AdrParam(n, p.init_range.as_tuple(), p.limit_range.as_tuple(), p.delta, p.delta_style, p.type == "int")
              for n, p in zip(self.names, self.params)],
             boundary_prob=adr.boundary_prob if adr.enabled else 0.0, queue_length=adr.queue_length,
-            t_low=adr.t_low, t_high=adr.t_high, update=adr.enabled and adr.update,
-            seed=None if seed is None else seed + 7919)
-        self.rng = np.random.default_rng(None if seed is None else [seed, 104729])
+            t_low=adr.t_low, t_high=adr.t_high, update=adr.enabled and adr.update)
+        self.seed(seed)
         n, a = env.num_envs, env.single_action_space.shape[0]
         self.values = np.tile([self._nominal_value(p) for p in self.params], (n, 1)).astype(np.float64)
         self.tags = np.full((n, 3), -1.0)
@@ -74,6 +73,11 @@ class Randomizer:
         self._backlash_out = np.zeros((n, a), np.float32)
         self._obs_bias = {}  # term -> (n, width) per-episode bias
         self._obs_scale = {}
+
+    def seed(self, seed: int | None) -> None:
+        """Seed the value and noise draws and ADR's boundary choices (apart from the env's RNG)."""
+        self.rng = np.random.default_rng(None if seed is None else [seed, 104729])
+        self.adr.rng = np.random.default_rng(None if seed is None else [seed, 7919])
 
     # ------------------------------------------------------------------ binding
     @staticmethod
