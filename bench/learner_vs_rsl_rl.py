@@ -90,7 +90,7 @@ class RobolearnLearner:
             self.ppo.update(self.storage)
 
     def collect(self) -> None:
-        self.obs, _ = collect_rollout(self.model, self.env, self.storage, self.obs)
+        self.obs, _, _ = collect_rollout(self.model, self.env, self.storage, self.obs)
 
 
 # --- rsl_rl -------------------------------------------------------------------------------------

@@ -16,12 +16,17 @@ def _register_bundled_tasks() -> None:
     if _REGISTERED:
         return
     _REGISTERED = True
-    from robolearn.envs.diffdrive import NavConfig, NavEnv
+    from robolearn.envs.diffdrive import NavConfig, NavEnv, NavPOConfig, NavPOEnv
 
     register_task("robolearn/Nav-v0", NavEnv, NavConfig,
                   single_entry_point="robolearn.envs.diffdrive:make_nav_single",
                   vector_entry_point="robolearn.envs.diffdrive:NavEnv",
                   description="differential-drive PointGoal navigation among obstacles, lidar")
+    register_task("robolearn/NavPO-v0", NavPOEnv, NavPOConfig,
+                  single_entry_point="robolearn.envs.diffdrive:make_nav_po_single",
+                  vector_entry_point="robolearn.envs.diffdrive:NavPOEnv",
+                  description="Nav-v0, partially observable: no velocity, lidar every k-th step, "
+                              "per-episode action latency")
 
 
 _register_bundled_tasks()

@@ -80,10 +80,14 @@ class EnvConfig(StrictModel):
     nthread: int = Field(0, ge=0, description="physics threads; 0 uses every CPU")
 
 
+#: keys only PPO reads; A2C makes one pass per rollout at a fixed learning rate, without clipping
+PPO_ONLY_KEYS = ("num_epochs", "num_minibatches", "clip_ratio", "clip_value", "lr_schedule", "desired_kl")
+
+
 class AlgorithmConfig(StrictModel):
     """PPO / A2C hyper-parameters (keys equal the algorithm's constructor arguments)."""
 
-    name: Literal["ppo"] = "ppo"
+    name: Literal["ppo", "a2c"] = "ppo"
     num_steps: int = Field(24, gt=0, description="rollout length per env")
     num_epochs: int = Field(5, gt=0)
     num_minibatches: int = Field(4, gt=0)
@@ -99,10 +103,31 @@ class AlgorithmConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0.0)
     normalize_advantage: bool = True
 
+    @model_validator(mode="after")
+    def _keys_of_the_algorithm(self) -> "AlgorithmConfig":
+        if self.name == "a2c":
+            for key in PPO_ONLY_KEYS:
+                if getattr(self, key) != type(self).model_fields[key].default:
+                    raise ValueError(f"{key}: a PPO setting, not used by a2c (remove it)")
+        return self
+
+    def algorithm_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments of the algorithm ``name`` (less model and device)."""
+        unused = {"name", "num_steps", *(PPO_ONLY_KEYS if self.name == "a2c" else ())}
+        return self.model_dump(exclude=unused)
+
+
+#: keys only a recurrent policy reads
+RECURRENT_KEYS = ("rnn_hidden", "rnn_layers", "encoder_hidden")
+
 
 class PolicyConfig(StrictModel):
-    """Actor-critic network."""
+    """Actor-critic network: ``class`` mlp (MLP actor and critic) or lstm | gru (each of actor and
+    critic: ``encoder_hidden`` layers, the recurrent cell, then ``actor_hidden`` / ``critic_hidden``)."""
 
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    class_: Literal["mlp", "lstm", "gru"] = Field("mlp", alias="class")
     actor_hidden: list[int] = Field(default_factory=lambda: [128, 128])
     critic_hidden: list[int] = Field(default_factory=lambda: [128, 128])
     activation: Literal["elu", "relu", "tanh"] = "elu"
@@ -110,12 +135,19 @@ class PolicyConfig(StrictModel):
     normalize_obs: bool = True
     critic_obs: Literal["policy", "critic"] = Field(
         "policy", description="observation group the critic reads; 'critic' adds privileged state")
+    rnn_hidden: int = Field(128, gt=0, description="recurrent state size (lstm | gru)")
+    rnn_layers: int = Field(1, gt=0, description="stacked recurrent layers (lstm | gru)")
+    encoder_hidden: list[int] = Field(default_factory=list, description="MLP layers before the cell (lstm | gru)")
 
     @model_validator(mode="after")
     def _positive_layers(self) -> "PolicyConfig":
-        for name in ("actor_hidden", "critic_hidden"):
+        for name in ("actor_hidden", "critic_hidden", "encoder_hidden"):
             if any(width <= 0 for width in getattr(self, name)):
                 raise ValueError(f"{name}: layer widths must be positive, got {getattr(self, name)}")
+        if self.class_ == "mlp":
+            for key in RECURRENT_KEYS:
+                if getattr(self, key) != type(self).model_fields[key].get_default(call_default_factory=True):
+                    raise ValueError(f"{key}: only for class lstm | gru (class is mlp)")
         return self
 
 

@@ -94,7 +94,10 @@ class VideoRecorder:
 @torch.inference_mode()
 def evaluate(model: ActorCritic, env, episodes: int, deterministic: bool = True,
              video: str | Path | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Run ``episodes`` complete episodes; mean of every episode metric, plus the raw episodes."""
+    """Run ``episodes`` complete episodes; the mean of every episode metric.
+
+    ``model`` is an actor-critic (a recurrent one acts through ``actor_step`` with its state zeroed
+    at each episode start) or any object with ``act_deterministic(obs) -> actions``."""
     n = env.num_envs
     per_env = math.ceil(episodes / n)
     done_count = np.zeros(n, np.int64)
@@ -118,15 +121,25 @@ def evaluate(model: ActorCritic, env, episodes: int, deterministic: bool = True,
 
     if recorder is not None:
         env.before_reset_hooks.append(record_final_frame)
+    state = None
+    if getattr(model, "is_recurrent", False):
+        state = [torch.zeros(model.rnn_layers, n, model.rnn_hidden, device=device) for _ in range(model.num_states)]
     obs, _ = env.reset()
     try:
         while (done_count < per_env).any():
             if recorder is not None:
                 record_frame(render())
             tensors = {g: torch.from_numpy(v).to(device) for g, v in obs.items()}
-            actions = model.act_deterministic(tensors) if deterministic else model.act(tensors)[0]
+            if state is not None:  # a recurrent actor, run as the robot runs it
+                mean, *state = model.actor_step(tensors["policy"], *state)
+                actions = mean if deterministic else mean + model.log_std.exp() * torch.randn_like(mean)
+            else:
+                actions = model.act_deterministic(tensors) if deterministic else model.act(tensors)[0]
             overlay["step"] += 1
             obs, reward, terminated, truncated, info = env.step(actions.cpu().numpy())
+            if state is not None:  # episodes that ended start the next one from a zero state
+                keep = torch.from_numpy(~(terminated | truncated)).to(device, torch.float32)[:, None]
+                state = [s * keep for s in state]
             overlay["reward"] = float(reward[0])
             overlay["return"] += float(reward[0])
             if final_frame:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
-from robolearn.models import ActorCritic
+from robolearn.models import ActorCritic, RecurrentActorCritic, reset_finished
 from robolearn.storage import RolloutStorage
 
 
@@ -57,28 +57,42 @@ class TorchEnv:
 
 
 @torch.inference_mode()
-def collect_rollout(model: ActorCritic, env: StepEnv, storage: RolloutStorage,
-                    obs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """Fill ``storage`` with ``storage.num_steps`` steps from ``obs``; returns the next observation
-    and the env's per-step infos.
+def collect_rollout(model: ActorCritic | RecurrentActorCritic, env: StepEnv, storage: RolloutStorage,
+                    obs: dict[str, torch.Tensor], state: torch.Tensor | None = None,
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[dict[str, Any]]]:
+    """Fill ``storage`` with ``storage.num_steps`` steps from ``obs`` (and, for a recurrent model,
+    its hidden ``state``); returns the next observation, the next state (None for an MLP) and the
+    env's per-step infos.
 
     Bootstrap values (``next_values``): a truncated env gets V(final_obs) of its true last
     observation (evaluated on the truncated envs only), a terminated env 0, and a running env
-    V(s_{t+1}), which is the value the next step computes anyway.
+    V(s_{t+1}), which is the value the next step computes anyway. A recurrent model's state is
+    stored at the rollout's start and zeroed for every env whose episode ended.
     """
     model.eval()
     infos = []
     bootstrap = torch.zeros(env.num_envs, device=storage.device)
+    if state is not None:
+        storage.initial_state.copy_(state)
     for _ in range(storage.num_steps):
-        actions, log_prob, values, mean, std = model.act(obs)
+        if state is None:
+            actions, log_prob, values, mean, std = model.act(obs)
+        else:
+            actions, log_prob, values, mean, std, state = model.act(obs, state)
         step = env.step(actions)
         bootstrap.zero_()
         if step.truncated_ids is not None:
-            bootstrap[step.truncated_ids] = model.value(step.final_obs)
+            if state is None:
+                bootstrap[step.truncated_ids] = model.value(step.final_obs)
+            else:  # the memory after this step, of the truncated envs: state is [S, layers, N, H]
+                bootstrap[step.truncated_ids] = model.value(step.final_obs, state[:, :, step.truncated_ids])
         storage.add(obs, actions, log_prob, values, mean, std, step.rewards, step.dones, bootstrap)
         infos.append(step.info)
         obs = step.obs
-    following = torch.cat([storage.values[1:], model.value(obs).unsqueeze(0)])
+        if state is not None:
+            state = reset_finished(state, step.dones)
+    last_values = model.value(obs) if state is None else model.value(obs, state)
+    following = torch.cat([storage.values[1:], last_values.unsqueeze(0)])
     storage.next_values.mul_(storage.dones).add_((1.0 - storage.dones) * following)
     model.train()
-    return obs, infos
+    return obs, state, infos

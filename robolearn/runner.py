@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from robolearn.algorithms import PPO
+from robolearn.algorithms import ALGORITHMS
 from robolearn.checkpoint import CHECKPOINT_DIR, LATEST, CheckpointError, load_checkpoint, save_checkpoint
-from robolearn.config import Config, dump_config
+from robolearn.config import RECURRENT_KEYS, Config, dump_config
 from robolearn.logger import MetricsLogger, ProgressDisplay
-from robolearn.models import ActorCritic
+from robolearn.models import ActorCritic, RecurrentActorCritic
 from robolearn.rollout import TorchEnv, collect_rollout
 from robolearn.storage import RolloutStorage
 
@@ -41,9 +41,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def build_model(config: Config, obs_dims: dict[str, int], action_dim: int) -> ActorCritic:
-    """The actor-critic a config describes (``policy`` keys equal constructor arguments)."""
-    return ActorCritic(obs_dims, action_dim, **config.policy.model_dump())
+def build_model(config: Config, obs_dims: dict[str, int], action_dim: int) -> ActorCritic | RecurrentActorCritic:
+    """The actor-critic a config describes (``policy`` keys equal constructor arguments; ``class``
+    picks the model: mlp, or lstm | gru as the recurrent model's ``cell``)."""
+    kwargs = config.policy.model_dump()
+    model_class = kwargs.pop("class")
+    if model_class == "mlp":
+        return ActorCritic(obs_dims, action_dim, **{k: v for k, v in kwargs.items() if k not in RECURRENT_KEYS})
+    return RecurrentActorCritic(obs_dims, action_dim, cell=model_class, **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -53,7 +58,7 @@ def seed_everything(seed: int) -> None:
 
 
 class OnPolicyRunner:
-    """Trains one policy on one batched env with PPO."""
+    """Trains one policy on one batched env with PPO or A2C (``algorithm.name``)."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: dict[str, Any] | None = None,
                  progress: ProgressDisplay | None = None):
@@ -68,10 +73,13 @@ class OnPolicyRunner:
         self.obs_dims = {group: layout.size for group, layout in self.env.obs_layout.items()}
         self.action_dim = self.env.single_action_space.shape[0]
         self.model = build_model(config, self.obs_dims, self.action_dim).to(self.device)
-        alg = config.algorithm.model_dump(exclude={"name", "num_steps"})
-        self.algorithm = PPO(self.model, device=self.device, **alg)
+        self.algorithm = ALGORITHMS[config.algorithm.name](self.model, device=self.device,
+                                                           **config.algorithm.algorithm_kwargs())
         self.num_steps = config.algorithm.num_steps
-        self.storage = RolloutStorage(self.num_steps, self.env.num_envs, self.obs_dims, self.action_dim, self.device)
+        state_shape = self.model.state_shape if self.model.is_recurrent else None
+        self.storage = RolloutStorage(self.num_steps, self.env.num_envs, self.obs_dims, self.action_dim, self.device,
+                                      state_shape=state_shape)
+        self.policy_state: torch.Tensor | None = None  # a recurrent policy's hidden state, carried across rollouts
         self.progress = progress or ProgressDisplay(config.runner.log_interval)
 
         self.iteration = 0
@@ -114,6 +122,8 @@ class OnPolicyRunner:
         if not (r.max_iterations or r.max_env_steps or r.max_seconds):
             raise ValueError("no training budget: set runner.max_iterations, runner.max_env_steps or runner.max_seconds")
         obs = self.torch_env.reset()
+        if self.model.is_recurrent:
+            self.policy_state = self.model.initial_state(self.env.num_envs)
         if self.iteration == 0:
             self.model.update_normalizers(obs)  # a first scale for the observations
         previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -156,7 +166,8 @@ class OnPolicyRunner:
 
     def _collect(self, obs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
         """One rollout into the storage; returns the next observation and the finished episodes."""
-        obs, infos = collect_rollout(self.model, self.torch_env, self.storage, obs)
+        obs, self.policy_state, infos = collect_rollout(self.model, self.torch_env, self.storage, obs,
+                                                        self.policy_state)
         finished: dict[str, list] = collections.defaultdict(list)
         for info in infos:
             if "episode" in info:

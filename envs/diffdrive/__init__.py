@@ -1,6 +1,7 @@
 """Differential-drive base: navigation tasks."""
 
 from robolearn.envs.diffdrive.nav import NavConfig, NavEnv, default_config
+from robolearn.envs.diffdrive.nav_po import NavPOConfig, NavPOEnv
 from robolearn.envs.single import SingleEnvView
 
 
@@ -9,4 +10,10 @@ def make_nav_single(**kwargs) -> SingleEnvView:
     return SingleEnvView(NavEnv, **kwargs)
 
 
-__all__ = ["NavConfig", "NavEnv", "default_config", "make_nav_single"]
+def make_nav_po_single(**kwargs) -> SingleEnvView:
+    """Single-env view of ``robolearn/NavPO-v0`` (gymnasium ``entry_point``)."""
+    return SingleEnvView(NavPOEnv, **kwargs)
+
+
+__all__ = ["NavConfig", "NavEnv", "NavPOConfig", "NavPOEnv", "default_config", "make_nav_po_single",
+           "make_nav_single"]

@@ -135,6 +135,7 @@ class NavEnv(BatchedMujocoEnv):
     """Batched ``robolearn/Nav-v0`` (the gymnasium ``vector_entry_point``)."""
 
     episode_metrics = ("return", "length", "success", "spl", "collisions")
+    config_cls: type[NavConfig] = NavConfig
     # observations read qpos, qvel and the in-step bumper force; the lidar's ray casting computes
     # the kinematics it needs itself, so the step computes no forward stage after the last substep
     step_stage = mujoco.mjtStage.mjSTAGE_NONE
@@ -142,10 +143,10 @@ class NavEnv(BatchedMujocoEnv):
     def __init__(self, num_envs: int | None = None, config: NavConfig | dict | None = None,
                  seed: int | None = None, render_mode: str | None = None,
                  randomization: RandomizationConfig | dict | None = None, **overrides):
-        cfg = config if isinstance(config, NavConfig) else NavConfig.model_validate(dict(config or {}))
+        cfg = config if isinstance(config, self.config_cls) else self.config_cls.model_validate(dict(config or {}))
         if overrides or num_envs is not None:
-            cfg = NavConfig.model_validate({**cfg.model_dump(), **overrides,
-                                            **({"num_envs": num_envs} if num_envs is not None else {})})
+            cfg = self.config_cls.model_validate({**cfg.model_dump(), **overrides,
+                                                  **({"num_envs": num_envs} if num_envs is not None else {})})
         self.cfg = cfg
         xml = resources.files("robolearn.envs.diffdrive").joinpath("nav_arena.xml").read_text()
         model = mujoco.MjModel.from_xml_string(xml)
@@ -153,9 +154,7 @@ class NavEnv(BatchedMujocoEnv):
         frame_skip = max(1, int(round(1.0 / (cfg.control_hz * model.opt.timestep))))
         max_steps = int(round(cfg.episode_seconds * cfg.control_hz))
         nray = cfg.lidar.rays
-        policy_terms = {"goal": 3, "velocity": 2, "lidar": nray, "last_action": 2}
-        critic_terms = {**policy_terms, "base_pose": 4, "goal_position": 2}
-        super().__init__(model, cfg.num_envs, frame_skip, max_steps, {"policy": policy_terms, "critic": critic_terms},
+        super().__init__(model, cfg.num_envs, frame_skip, max_steps, self._obs_terms(nray),
                          action_names=["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"],
                          action_scale=np.full(2, cfg.max_wheel_speed), action_offset=np.zeros(2),
                          layout_params={"obstacle_count": cfg.obstacles.count.hi, "obstacle_size": 1.0,
@@ -192,6 +191,12 @@ class NavEnv(BatchedMujocoEnv):
         self.obstacle_radius = np.zeros((n, NUM_OBSTACLE_SLOTS))  # bounding radius; 0 = parked
         self._prev_xy = np.zeros((n, 2))
         self.lidar = np.zeros((n, nray))
+
+    @staticmethod
+    def _obs_terms(nray: int) -> dict[str, dict[str, int]]:
+        """Observation groups: term name -> width."""
+        policy_terms = {"goal": 3, "velocity": 2, "lidar": nray, "last_action": 2}
+        return {"policy": policy_terms, "critic": {**policy_terms, "base_pose": 4, "goal_position": 2}}
 
     @staticmethod
     def _size_arena(model: mujoco.MjModel, arena_size: float) -> None:

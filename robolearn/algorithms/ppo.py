@@ -1,22 +1,20 @@
 """Proximal Policy Optimization (Schulman et al. 2017): clipped surrogate, GAE(γ, λ), clipped value
-loss, entropy bonus, gradient clipping and a KL-adaptive learning rate (rsl_rl's rule)."""
+loss, entropy bonus, gradient clipping and a KL-adaptive learning rate (rsl_rl's rule). Everything
+but the clipping and the lr rule is shared with A2C (:mod:`robolearn.algorithms.on_policy`)."""
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from robolearn.algorithms.gae import normalize_advantages
-from robolearn.models.actor_critic import ActorCritic, gaussian_kl
+from robolearn.algorithms.on_policy import OnPolicyAlgorithm, squared_error_value_loss
 
 if TYPE_CHECKING:
-    from robolearn.storage import RolloutStorage
+    from robolearn.storage import Minibatch
 
 MIN_LR, MAX_LR = 1e-5, 1e-2
-STAT_NAMES = ("policy_loss", "value_loss", "entropy", "kl", "clip_fraction")
 
 
 def clipped_surrogate_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
@@ -49,8 +47,9 @@ def adapt_learning_rate(lr: float, kl: float, desired_kl: float) -> float:
     return lr
 
 
-class PPO:
-    """Updates an :class:`ActorCritic` from a full :class:`RolloutStorage`.
+class PPO(OnPolicyAlgorithm):
+    """Updates an actor-critic (MLP or recurrent) from a full :class:`RolloutStorage`, ``num_epochs``
+    passes of ``num_minibatches`` minibatches each.
 
     Keyword arguments equal the fields of ``robolearn.config.AlgorithmConfig`` (less ``name`` and
     ``num_steps``).
@@ -58,7 +57,7 @@ class PPO:
 
     def __init__(
         self,
-        model: ActorCritic,
+        model: nn.Module,
         num_epochs: int = 5,
         num_minibatches: int = 4,
         gamma: float = 0.99,
@@ -76,80 +75,23 @@ class PPO:
     ) -> None:
         if lr_schedule not in ("adaptive", "fixed"):
             raise ValueError(f"lr_schedule must be 'adaptive' or 'fixed', got {lr_schedule!r}")
-        self.device = torch.device(device)
-        self.model = model.to(self.device)
-        self.num_epochs = num_epochs
-        self.num_minibatches = num_minibatches
-        self.gamma = gamma
-        self.lam = lam
+        super().__init__(model, num_epochs, num_minibatches, gamma=gamma, lam=lam, value_coef=value_coef,
+                         entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
+                         normalize_advantage=normalize_advantage, device=device)
         self.clip_ratio = clip_ratio
         self.clip_value = clip_value
-        self.value_coef = value_coef
-        self.entropy_coef = entropy_coef
-        self.lr = lr
         self.lr_schedule = lr_schedule
         self.desired_kl = desired_kl
-        self.max_grad_norm = max_grad_norm
-        self.normalize_advantage = normalize_advantage
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=True)
 
-    def update(self, storage: RolloutStorage) -> dict[str, float]:
-        """Learn from a full rollout, then fold its observations into the model's normalisers and
-        clear it. Returns the means over minibatches of :data:`STAT_NAMES`, plus ``lr``."""
-        self.model.train()
-        storage.compute_returns(self.gamma, self.lam)
-        stat_sums = torch.zeros(len(STAT_NAMES), device=self.device)
-        for batch in storage.minibatches(self.num_minibatches, self.num_epochs):
-            log_prob, entropy, values, mean, std = self.model.evaluate(batch.obs, batch.actions)
+    def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,
+                    advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return clipped_surrogate_loss(log_prob, batch.log_probs, advantages, self.clip_ratio)
 
-            # KL(π_old ‖ π_θ) on this minibatch, before its gradient step; drives the adaptive lr
-            with torch.no_grad():
-                kl = gaussian_kl(batch.action_mean, batch.action_std, mean, std).mean()
-            if self.lr_schedule == "adaptive":
-                self._set_lr(adapt_learning_rate(self.lr, kl.item(), self.desired_kl))
+    def value_loss(self, values: torch.Tensor, batch: Minibatch) -> torch.Tensor:
+        if self.clip_value:
+            return clipped_value_loss(values, batch.values, batch.returns, self.clip_ratio)
+        return squared_error_value_loss(values, batch.returns)
 
-            advantages = batch.advantages
-            if self.normalize_advantage:
-                advantages = normalize_advantages(advantages)
-            policy_loss, clip_fraction = clipped_surrogate_loss(log_prob, batch.log_probs, advantages,
-                                                                self.clip_ratio)
-            if self.clip_value:
-                value_loss = clipped_value_loss(values, batch.values, batch.returns, self.clip_ratio)
-            else:
-                value_loss = (values - batch.returns).square().mean()
-            entropy = entropy.mean()
-            # L = −L^CLIP + c1 · L^VF − c2 · S[π_θ]
-            loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
-
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-            self.optimizer.step()
-            stat_sums += torch.stack([policy_loss, value_loss, entropy, kl, clip_fraction]).detach()
-
-        # the one host sync of the update (besides the adaptive lr's): statistics and a NaN check
-        params_finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
-        *means, finite = torch.cat([stat_sums / (self.num_epochs * self.num_minibatches),
-                                    params_finite.float().unsqueeze(0)]).tolist()
-        stats = dict(zip(STAT_NAMES, means))
-        if finite != 1.0 or not all(math.isfinite(value) for value in means):
-            raise FloatingPointError(
-                f"PPO update went non-finite ({', '.join(f'{k}={v:.4g}' for k, v in stats.items())}, "
-                f"parameters finite: {finite == 1.0}); check the env's observations and rewards for "
-                "NaN/inf, or lower the learning rate"
-            )
-        self.model.update_normalizers(storage.obs)
-        storage.clear()
-        return {**stats, "lr": self.lr}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "lr": self.lr}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self._set_lr(state["lr"])
-
-    def _set_lr(self, lr: float) -> None:
-        self.lr = lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def on_minibatch_kl(self, kl: torch.Tensor) -> None:
+        if self.lr_schedule == "adaptive":
+            self._set_lr(adapt_learning_rate(self.lr, kl.item(), self.desired_kl))

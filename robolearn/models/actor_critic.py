@@ -46,6 +46,47 @@ def build_mlp(input_dim: int, hidden: Sequence[int], output_dim: int, activation
     return nn.Sequential(*layers)
 
 
+def build_obs_normalizers(obs_dims: Mapping[str, int], critic_obs: str, normalize_obs: bool) -> nn.ModuleDict:
+    """One :class:`EmpiricalNormalizer` (or identity) per group the model reads: ``policy`` and ``critic_obs``."""
+    for group in ("policy", critic_obs):
+        if group not in obs_dims:
+            raise ValueError(f"observation group {group!r} not in obs_dims {dict(obs_dims)}")
+    return nn.ModuleDict({
+        group: EmpiricalNormalizer(obs_dims[group]) if normalize_obs else nn.Identity()
+        for group in dict.fromkeys(("policy", critic_obs))
+    })
+
+
+@torch.no_grad()
+def update_obs_normalizers(normalizers: nn.ModuleDict, obs: Mapping[str, torch.Tensor]) -> None:
+    """Fold a batch of observations (any leading shape) into each group's normaliser statistics."""
+    for group, normalizer in normalizers.items():
+        if isinstance(normalizer, EmpiricalNormalizer):
+            normalizer.update(obs[group])
+
+
+def gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a ~ N(μ, diag(σ²)) and log π(a), closed form: ``(actions, log_prob)``."""
+    noise = torch.randn_like(mean)
+    actions = mean + log_std.exp() * noise
+    log_prob = -0.5 * noise.square().sum(-1) - _log_prob_offset(log_std)
+    return actions, log_prob
+
+
+def gaussian_log_prob_entropy(actions: torch.Tensor, mean: torch.Tensor,
+                              log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(a) of given actions, and the entropy (state-independent σ: one value, expanded)."""
+    z = (actions - mean) * torch.exp(-log_std)
+    log_prob = -0.5 * z.square().sum(-1) - _log_prob_offset(log_std)
+    entropy = (0.5 + 0.5 * LOG_2PI + log_std).sum().expand(mean.shape[:-1])
+    return log_prob, entropy
+
+
+def _log_prob_offset(log_std: torch.Tensor) -> torch.Tensor:
+    """Σ log σ + (A/2) log 2π, the part of −log π(a|s) that does not depend on a."""
+    return log_std.sum() + 0.5 * log_std.numel() * LOG_2PI
+
+
 def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor,
                 std_q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) between diagonal Gaussians, summed over the last dimension."""
@@ -56,6 +97,8 @@ def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor,
 
 class ActorCritic(nn.Module):
     """π(a|s) = N(μ_θ(s), diag(σ²)) with a learned log σ, and a separate critic V_φ(s)."""
+
+    is_recurrent = False
 
     def __init__(
         self,
@@ -69,14 +112,8 @@ class ActorCritic(nn.Module):
         critic_obs: str = "policy",
     ) -> None:
         super().__init__()
-        for group in ("policy", critic_obs):
-            if group not in obs_dims:
-                raise ValueError(f"observation group {group!r} not in obs_dims {dict(obs_dims)}")
         self.critic_obs = critic_obs
-        self.obs_normalizers = nn.ModuleDict({
-            group: EmpiricalNormalizer(obs_dims[group]) if normalize_obs else nn.Identity()
-            for group in dict.fromkeys(("policy", critic_obs))
-        })
+        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs)
         self.actor = build_mlp(obs_dims["policy"], actor_hidden, action_dim, activation, output_gain=0.01)
         self.critic = build_mlp(obs_dims[critic_obs], critic_hidden, 1, activation, output_gain=1.0)
         self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
@@ -84,11 +121,8 @@ class ActorCritic(nn.Module):
     def act(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Sample a ~ π(·|s): ``(actions, log_prob, values, mean, std)``, each ``[N, A]`` or ``[N]``."""
         mean = self.act_deterministic(obs)
-        std = self.log_std.exp()
-        noise = torch.randn_like(mean)
-        actions = mean + std * noise
-        log_prob = -0.5 * noise.square().sum(-1) - self._log_prob_offset()
-        return actions, log_prob, self.value(obs), mean, std.expand_as(mean)
+        actions, log_prob = gaussian_sample(mean, self.log_std)
+        return actions, log_prob, self.value(obs), mean, self.log_std.exp().expand_as(mean)
 
     def act_deterministic(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """μ_θ(s), the action a deployed policy takes."""
@@ -97,22 +131,13 @@ class ActorCritic(nn.Module):
     def evaluate(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(log_prob, entropy, values, mean, std)`` of given actions under the current policy."""
         mean = self.act_deterministic(obs)
-        z = (actions - mean) * torch.exp(-self.log_std)
-        log_prob = -0.5 * z.square().sum(-1) - self._log_prob_offset()
-        entropy = (0.5 + 0.5 * LOG_2PI + self.log_std).sum().expand(mean.shape[0])
+        log_prob, entropy = gaussian_log_prob_entropy(actions, mean, self.log_std)
         return log_prob, entropy, self.value(obs), mean, self.log_std.exp().expand_as(mean)
 
     def value(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """V_φ(s), ``[N]``."""
         return self.critic(self.obs_normalizers[self.critic_obs](obs[self.critic_obs])).squeeze(-1)
 
-    @torch.no_grad()
     def update_normalizers(self, obs: Mapping[str, torch.Tensor]) -> None:
         """Fold a batch of observations (any leading shape) into each group's statistics."""
-        for group, normalizer in self.obs_normalizers.items():
-            if isinstance(normalizer, EmpiricalNormalizer):
-                normalizer.update(obs[group])
-
-    def _log_prob_offset(self) -> torch.Tensor:
-        """Σ log σ + (A/2) log 2π, the part of −log π(a|s) that does not depend on a."""
-        return self.log_std.sum() + 0.5 * self.log_std.numel() * LOG_2PI
+        update_obs_normalizers(self.obs_normalizers, obs)

@@ -1,0 +1,197 @@
+"""Recurrent policies: LSTM vs MLP on robolearn/NavPO-v0, and LSTM PPO throughput against peers.
+
+Three measurements, each pair taken in the same run:
+
+1. **Memory matters.** ``configs/nav_po_lstm.yaml`` and ``configs/nav_po_mlp.yaml`` (the same
+   experiment, asymmetric critic, with an LSTM or an MLP actor) trained for the same wall-clock
+   budget, then evaluated the same way: deterministic actions, held-out layouts, ``--episodes``
+   complete episodes (the LSTM through ``actor_step``, its export path, carrying its state).
+2. **End to end on NavPO.** Env steps/s of our LSTM PPO run (1.) vs sb3-contrib's
+   ``RecurrentPPO("MlpLstmPolicy")`` on the single-env gymnasium view in its usual
+   ``make_vec_env(..., n_envs=8)`` setup, default hyper-parameters, for ``--sb3-seconds``.
+3. **Learner alone.** Our LSTM PPO vs rsl_rl 5.5.1's (``RNNModel``) on the zero-cost env of
+   ``bench/learner_vs_rsl_rl.py``: the same network (LSTM 256 then [256, 256, 256] ELU, actor and
+   critic each), 24 steps x N, 5 epochs x 4 minibatches, adaptive lr; rounds alternate.
+
+    pip install -e ".[bench]"      # stable-baselines3, sb3-contrib, rsl-rl-lib 5.5.1
+    python bench/recurrent.py [--seconds 300] [--sb3-seconds 60] [--episodes 200] [--num-envs 256]
+
+Run it alone: on 2 cores a figure taken beside another job is void.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from learner_vs_rsl_rl import (ACTION_DIM, HIDDEN, NUM_STEPS, OBS_DIMS, RSL_RL_CONFIG, RslRlZeroCostEnv,
+                               ZeroCostEnv, steps_per_second)
+from robolearn.algorithms import PPO
+from robolearn.config import load_config
+from robolearn.envs import make_env
+from robolearn.evaluate import evaluate
+from robolearn.logger import ProgressDisplay
+from robolearn.models import RecurrentActorCritic
+from robolearn.rollout import collect_rollout
+from robolearn.runner import OnPolicyRunner
+from robolearn.storage import RolloutStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_SEED = 12345
+RNN_HIDDEN = 256
+
+
+# --- 1. LSTM vs MLP on NavPO ----------------------------------------------------------------------
+
+def train(config_name: str, seconds: float, run_dir: Path):
+    config = load_config(ROOT / "configs" / config_name,
+                         [f"runner.max_seconds={seconds}", "runner.max_env_steps=null", "device=cpu"])
+    runner = OnPolicyRunner(config, run_dir, progress=ProgressDisplay(log_interval=50))
+    runner.learn()
+    return runner.model.eval(), config, runner.env_steps / runner.wall_s
+
+
+def success_rate(model, config, episodes: int, num_envs: int = 50) -> float:
+    """Deterministic actions on held-out layouts (``robolearn eval``'s episode accounting; a
+    recurrent actor runs through ``actor_step`` with its state zeroed at every episode start)."""
+    env = make_env(config.env.model_copy(update={"num_envs": num_envs}), seed=EVAL_SEED)
+    return evaluate(model, env, episodes)["success_rate"]
+
+
+# --- 2. sb3-contrib RecurrentPPO on NavPO -----------------------------------------------------------
+
+def sb3_recurrent_steps_per_second(seconds: float, seed: int = 1) -> float:
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    class WallClockBudget(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.start = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            return time.perf_counter() - self.start < seconds
+
+    envs = make_vec_env("robolearn/NavPO-v0", n_envs=8, seed=seed)
+    model = RecurrentPPO("MlpLstmPolicy", envs, seed=seed, verbose=0, device="cpu")
+    budget = WallClockBudget()
+    model.learn(total_timesteps=10**9, callback=budget)
+    elapsed = time.perf_counter() - budget.start
+    envs.close()
+    return model.num_timesteps / elapsed
+
+
+# --- 3. learner alone: robolearn vs rsl_rl, LSTM ----------------------------------------------------
+
+class RobolearnRecurrentLearner:
+    """robolearn's LSTM actor-critic, PPO and storage, driven the way its runner drives them."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.env = ZeroCostEnv(num_envs)
+        self.model = RecurrentActorCritic(OBS_DIMS, ACTION_DIM, cell="lstm", rnn_hidden=RNN_HIDDEN, rnn_layers=1,
+                                          actor_hidden=HIDDEN, critic_hidden=HIDDEN, activation="elu",
+                                          normalize_obs=True, critic_obs="critic")
+        self.ppo = PPO(self.model, num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
+                       lr_schedule="adaptive", normalize_advantage=True)
+        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM, state_shape=self.model.state_shape)
+        self.obs, self.state = self.env.reset(), self.model.initial_state(num_envs)
+
+    def learn(self, iterations: int) -> None:
+        for _ in range(iterations):
+            self.obs, self.state, _ = collect_rollout(self.model, self.env, self.storage, self.obs, self.state)
+            self.ppo.update(self.storage)
+
+
+RSL_RL_LSTM_CONFIG = copy.deepcopy(RSL_RL_CONFIG)
+for _name in ("actor", "critic"):
+    RSL_RL_LSTM_CONFIG[_name].update(class_name="RNNModel", rnn_type="lstm", rnn_hidden_dim=RNN_HIDDEN,
+                                     rnn_num_layers=1)
+
+
+class RslRlRecurrentLearner:
+    """rsl_rl's own OnPolicyRunner with its RNNModel actor and critic (no log dir)."""
+
+    def __init__(self, num_envs: int) -> None:
+        from rsl_rl.runners import OnPolicyRunner as RslRlRunner
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints both models
+            self.runner = RslRlRunner(RslRlZeroCostEnv(num_envs), copy.deepcopy(RSL_RL_LSTM_CONFIG),
+                                      log_dir=None, device="cpu")
+
+    def learn(self, iterations: int) -> None:
+        self.runner.learn(iterations)
+
+
+def learner_rates(num_envs: int, iterations: int, warmup: int, rounds: int) -> tuple[float, float]:
+    learners = {"robolearn": RobolearnRecurrentLearner(num_envs), "rsl_rl": RslRlRecurrentLearner(num_envs)}
+    for learner in learners.values():
+        learner.learn(warmup)
+    rates: dict[str, list[float]] = {name: [] for name in learners}
+    for _ in range(rounds):
+        for name, learner in learners.items():
+            rates[name].append(steps_per_second(learner, num_envs, iterations))
+    print(f"N={num_envs}: robolearn {[round(r) for r in rates['robolearn']]}, "
+          f"rsl_rl {[round(r) for r in rates['rsl_rl']]} steps/s", flush=True)
+    return statistics.median(rates["robolearn"]), statistics.median(rates["rsl_rl"])
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=300.0, help="training budget of each NavPO run")
+    parser.add_argument("--sb3-seconds", type=float, default=60.0, help="sb3-contrib RecurrentPPO budget")
+    parser.add_argument("--episodes", type=int, default=200, help="evaluation episodes per policy")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[256], help="learner benchmark sizes")
+    parser.add_argument("--iterations", type=int, default=10, help="timed learner iterations per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, same for all")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["navpo", "sb3", "learner"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if "learner" not in args.skip:
+        torch.manual_seed(0)
+        learner_rows = [(n, *learner_rates(n, args.iterations, args.warmup, args.rounds)) for n in args.num_envs]
+        print(f"\nLSTM PPO learner, zero-cost env, {NUM_STEPS} steps x N, 5 epochs x 4 minibatches, "
+              f"LSTM {RNN_HIDDEN} + {HIDDEN} ELU, torch {torch.__version__}, {args.threads} threads, "
+              f"median of {args.rounds} x {args.iterations} iterations")
+        print(f"{'N':>6} | {'robolearn steps/s':>17} | {'rsl_rl steps/s':>14} | ours/rsl_rl")
+        print(f"{'-' * 6}-+-{'-' * 17}-+-{'-' * 14}-+------------")
+        for num_envs, ours, theirs in learner_rows:
+            print(f"{num_envs:>6} | {ours:>17,.0f} | {theirs:>14,.0f} | {ours / theirs:>10.2f}x", flush=True)
+
+    if "navpo" not in args.skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = {}
+            for name in ("lstm", "mlp"):
+                print(f"\ntraining nav_po_{name}.yaml for {args.seconds:.0f} s", flush=True)
+                model, config, rate = train(f"nav_po_{name}.yaml", args.seconds, Path(tmp) / name)
+                results[name] = (rate, success_rate(model, config, args.episodes))
+        print(f"\nNavPO-v0, {args.seconds:.0f} s training each, {args.episodes} deterministic evaluation episodes")
+        print(f"{'policy':>8} | {'train steps/s':>13} | success")
+        print(f"{'-' * 8}-+-{'-' * 13}-+--------")
+        for name, (rate, success) in results.items():
+            print(f"{name:>8} | {rate:>13,.0f} | {success:>6.1%}")
+        print(f"LSTM - MLP: {100 * (results['lstm'][1] - results['mlp'][1]):+.1f} success points", flush=True)
+
+        if "sb3" not in args.skip:
+            print(f"\ntraining sb3-contrib RecurrentPPO for {args.sb3_seconds:.0f} s", flush=True)
+            sb3_rate = sb3_recurrent_steps_per_second(args.sb3_seconds)
+            ours = results["lstm"][0]
+            print(f"\nLSTM PPO end to end on NavPO-v0: robolearn {ours:,.0f} steps/s, sb3-contrib RecurrentPPO "
+                  f"(8 envs) {sb3_rate:,.0f} steps/s: {ours / sb3_rate:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""What PPO and A2C share: the actor-critic update loop and its math.
+
+Both learn from a full :class:`~robolearn.storage.RolloutStorage`: GAE(γ, λ) returns, per-minibatch
+advantage normalisation, the loss L = L^π + c1 · L^V − c2 · S[π_θ], gradient-norm clipping, Adam,
+a NaN check and the normaliser update. A subclass supplies only what differs: the policy loss,
+the value loss, the passes over the rollout and what happens to the learning rate.
+
+A recurrent model (``model.is_recurrent``) gets minibatches of whole envs and evaluates each
+env's rollout as sequences from the state it had at the rollout's start.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from robolearn.algorithms.gae import normalize_advantages
+from robolearn.models.actor_critic import gaussian_kl
+
+if TYPE_CHECKING:
+    from robolearn.storage import Minibatch, RolloutStorage
+
+STAT_NAMES = ("policy_loss", "value_loss", "entropy", "kl", "clip_fraction")
+
+
+def squared_error_value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """L^V = Ê[(V_φ(s_t) − R_t)²]."""
+    return (values - returns).square().mean()
+
+
+class OnPolicyAlgorithm:
+    """The update loop; subclasses define :meth:`policy_loss` and may override :meth:`value_loss`
+    and :meth:`on_minibatch_kl`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_epochs: int,
+        num_minibatches: int,
+        gamma: float = 0.99,
+        lam: float = 0.95,
+        value_coef: float = 1.0,
+        entropy_coef: float = 0.005,
+        lr: float = 1e-3,
+        max_grad_norm: float = 1.0,
+        normalize_advantage: bool = True,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.num_epochs = num_epochs
+        self.num_minibatches = num_minibatches
+        self.gamma = gamma
+        self.lam = lam
+        self.value_coef = value_coef
+        self.entropy_coef = entropy_coef
+        self.lr = lr
+        self.max_grad_norm = max_grad_norm
+        self.normalize_advantage = normalize_advantage
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=True)
+
+    def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,
+                    advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L^π (to minimise) and the fraction of clipped samples."""
+        raise NotImplementedError
+
+    def value_loss(self, values: torch.Tensor, batch: Minibatch) -> torch.Tensor:
+        return squared_error_value_loss(values, batch.returns)
+
+    def on_minibatch_kl(self, kl: torch.Tensor) -> None:
+        """Called with KL(π_old ‖ π_θ) of each minibatch before its gradient step."""
+
+    def update(self, storage: RolloutStorage) -> dict[str, float]:
+        """Learn from a full rollout, then fold its observations into the model's normalisers and
+        clear it. Returns the means over minibatches of :data:`STAT_NAMES`, plus ``lr``."""
+        self.model.train()
+        storage.compute_returns(self.gamma, self.lam)
+        stat_sums = torch.zeros(len(STAT_NAMES), device=self.device)
+        if self.model.is_recurrent:
+            batches = storage.env_minibatches(self.num_minibatches, self.num_epochs)
+        else:
+            batches = storage.minibatches(self.num_minibatches, self.num_epochs)
+        for batch in batches:
+            if batch.state is None:
+                log_prob, entropy, values, mean, std = self.model.evaluate(batch.obs, batch.actions)
+            else:
+                log_prob, entropy, values, mean, std = self.model.evaluate(batch.obs, batch.actions, batch.state,
+                                                                           batch.dones)
+
+            # KL(π_old ‖ π_θ) on this minibatch, before its gradient step
+            with torch.no_grad():
+                kl = gaussian_kl(batch.action_mean, batch.action_std, mean, std).mean()
+            self.on_minibatch_kl(kl)
+
+            advantages = batch.advantages
+            if self.normalize_advantage:
+                advantages = normalize_advantages(advantages)
+            policy_loss, clip_fraction = self.policy_loss(log_prob, batch, advantages)
+            value_loss = self.value_loss(values, batch)
+            entropy = entropy.mean()
+            # L = L^π + c1 · L^V − c2 · S[π_θ]
+            loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
+
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            stat_sums += torch.stack([policy_loss, value_loss, entropy, kl, clip_fraction]).detach()
+
+        # the one host sync of the update (besides an adaptive lr's): statistics and a NaN check
+        params_finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+        *means, finite = torch.cat([stat_sums / (self.num_epochs * self.num_minibatches),
+                                    params_finite.float().unsqueeze(0)]).tolist()
+        stats = dict(zip(STAT_NAMES, means))
+        if finite != 1.0 or not all(math.isfinite(value) for value in means):
+            raise FloatingPointError(
+                f"{type(self).__name__} update went non-finite ({', '.join(f'{k}={v:.4g}' for k, v in stats.items())}, "
+                f"parameters finite: {finite == 1.0}); check the env's observations and rewards for "
+                "NaN/inf, or lower the learning rate"
+            )
+        self.model.update_normalizers(storage.obs)
+        storage.clear()
+        return {**stats, "lr": self.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "lr": self.lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._set_lr(state["lr"])
+
+    def _set_lr(self, lr: float) -> None:
+        self.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
