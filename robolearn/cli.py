@@ -4,6 +4,8 @@
     robolearn eval RUN_DIR|CHECKPOINT [--episodes N] [--num-envs N] [--json] [--video out.mp4]
     robolearn envs                                  registered tasks with obs / action sizes
     robolearn config CONFIG [KEY=VALUE ...]         print the resolved, validated config
+    robolearn export RUN_DIR|CHECKPOINT [--out DIR] [--formats onnx,torchscript]
+    robolearn deploy-bench EXPORT_DIR [--calls N]   PolicyRunner.step latency, batch 1
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from robolearn.checkpoint import CheckpointError
     from robolearn.envs import make_env
-    from robolearn.evaluate import evaluate, load_policy
+    from robolearn.evaluate import eval_randomization, evaluate, load_policy
 
     try:
         model, config, state = load_policy(args.checkpoint)
@@ -55,19 +57,75 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     num_envs = args.num_envs or min(args.episodes, 64)
     env_config = config.env.model_copy(update={"num_envs": num_envs})
     seed = args.seed if args.seed is not None else config.seed + 10_000  # layouts unseen in training
-    env = make_env(env_config, seed=seed)
+    randomization = eval_randomization(args.randomization, config, state)
+    env = make_env(env_config, seed=seed, randomization=randomization)
+    if args.policy:
+        model = _exported_policy(args, env, config.env.task)
     result = evaluate(model, env, args.episodes, deterministic=args.deterministic, video=args.video)
     result = {"checkpoint": state["path"], "iteration": state["iteration"], "task": config.env.task,
-              "deterministic": args.deterministic, "seed": seed, **result}
+              "deterministic": args.deterministic, "seed": seed, "randomization": args.randomization, **result}
+    if args.policy:
+        result["policy"] = str(args.policy)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{config.env.task}  checkpoint {state['path']} (iteration {state['iteration']})")
+        if args.policy:
+            print(f"policy: {args.policy} (ONNX Runtime through PolicyRunner)")
         print(f"episodes {result['episodes']}  success {result['success_rate']:.1%}  return {result['return_mean']:.3f}"
               f"  length {result['episode_len']:.1f}"
               + "".join(f"  {k[:-5]} {v:.3f}" for k, v in result.items() if k.endswith("_mean") and k != "return_mean"))
         if args.video:
             print(f"video: {args.video} ({result['video_frames']} frames)")
+    return 0
+
+
+def _exported_policy(args: argparse.Namespace, env, task: str):
+    """``eval --policy``: act through the exported policy, one PolicyRunner per env."""
+    from robolearn.deploy import ContractError, PolicyFileError
+    from robolearn.deploy.closed_loop import RunnerPolicy
+
+    if not args.deterministic:
+        raise CommandError("--policy: an exported policy acts with its mean; --stochastic does not apply")
+    try:
+        return RunnerPolicy(args.policy, env, task)
+    except (ContractError, PolicyFileError) as err:
+        raise CommandError(str(err)) from None
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from robolearn.checkpoint import CheckpointError
+    from robolearn.deploy.export import ExportError, export_checkpoint
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    try:
+        export = export_checkpoint(args.checkpoint, args.out, formats)
+    except (CheckpointError, ExportError) as err:
+        raise CommandError(str(err)) from None
+    parity = export.contract["parity"]
+    figures = ", ".join(f"{name} {diff:.2g}" for name, diff in parity["max_abs_diff"].items())
+    print(f"parity over {parity['steps']} steps x {parity['envs']} envs: max abs action difference to eager torch "
+          f"{figures} (tolerance {parity['tolerance']:g}): ok")
+    for path in export.files:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_deploy_bench(args: argparse.Namespace) -> int:
+    from robolearn.deploy import ContractError, PolicyFileError
+    from robolearn.deploy.latency import measure_latency
+
+    try:
+        results = measure_latency(args.export_dir, args.calls)
+    except (ContractError, PolicyFileError) as err:
+        raise CommandError(str(err)) from None
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    print(f"{args.export_dir}: batch 1, 1 thread, {args.calls} calls")
+    print(f"{'':20s}{'p50 us':>10s}{'p99 us':>10s}{'max us':>10s}")
+    for name, row in results.items():
+        print(f"{name:20s}{row['p50_us']:10.1f}{row['p99_us']:10.1f}{row['max_us']:10.1f}")
     return 0
 
 
@@ -121,7 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="layout seed (default: the training seed + 10000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--video", metavar="PATH.mp4", help="render env 0 offscreen to this MP4")
+    p.add_argument("--randomization", metavar="RANGES", default="nominal",
+                   help="nominal (default), train (the checkpoint's ADR ranges) or a YAML file of fixed ranges")
+    p.add_argument("--policy", metavar="EXPORT_DIR/policy.onnx",
+                   help="act through this exported policy (ONNX Runtime, PolicyRunner) instead of torch")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="export a policy to ONNX + TorchScript with its contract, parity-checked")
+    p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default RUN_DIR/export)")
+    p.add_argument("--formats", default="onnx,torchscript", help="comma-separated: onnx, torchscript (default both)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("deploy-bench", help="latency of an exported policy through PolicyRunner (batch 1, 1 thread)")
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="export directory or its policy.onnx")
+    p.add_argument("--calls", type=_positive_int, default=10_000, help="timed calls (default 10000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_deploy_bench)
 
     p = sub.add_parser("envs", help="list registered tasks with their observation and action sizes")
     p.add_argument("-v", "--verbose", action="store_true", help="also list the policy observation terms")

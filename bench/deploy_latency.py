@@ -1,0 +1,59 @@
+"""Latency of exported policies at batch 1 on one thread: PolicyRunner.step vs the raw ONNX Runtime call.
+
+Exports (through the parity gate) a freshly initialised MLP [256, 256] actor-critic and an LSTM
+actor-critic with 128 hidden units (default head), both for robolearn/Nav-v0, then times each the
+way ``robolearn deploy-bench EXPORT_DIR`` does. Goals (DESIGN section 6): PolicyRunner.step
+p99 <= 50 µs (MLP) and <= 100 µs (LSTM).
+
+    python bench/deploy_latency.py [--calls 20000]
+
+Run it alone: on 2 cores a figure taken beside another job is void.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from robolearn.deploy.export import export_policy
+from robolearn.deploy.latency import measure_latency
+from robolearn.deploy.policy_module import policy_module
+from robolearn.envs import make_env
+from robolearn.envs.diffdrive import NavConfig
+from robolearn.models import ActorCritic, RecurrentActorCritic
+
+GOALS_P99_US = {"MLP 256x256": 50.0, "LSTM 128": 100.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    args = parser.parse_args()
+
+    env = make_env(NavConfig(num_envs=4, nthread=1), seed=0)
+    obs_dims = {group: layout.size for group, layout in env.obs_layout.items()}
+    torch.manual_seed(0)
+    models = {"MLP 256x256": ActorCritic(obs_dims, 2, actor_hidden=[256, 256]),
+              "LSTM 128": RecurrentActorCritic(obs_dims, 2, cell="lstm", rnn_hidden=128)}
+    print(f"batch 1, 1 thread, {args.calls} calls each; µs")
+    print(f"{'policy':14s}{'path':20s}{'p50':>8s}{'p99':>8s}{'max':>9s}  parity (max abs diff)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in models.items():
+            normalizer = model.obs_normalizers["policy"]  # statistics as after training
+            normalizer.mean.normal_()
+            normalizer.var.uniform_(0.1, 3.0)
+            export = export_policy(policy_module(model), env, Path(tmp) / name.replace(" ", "_"),
+                                   task="robolearn/Nav-v0", formats=["onnx"])
+            parity = export.contract["parity"]["max_abs_diff"]["onnxruntime"]
+            for path, row in measure_latency(export.out_dir, args.calls).items():
+                goal = f"  (goal p99 <= {GOALS_P99_US[name]:g})" if path == "PolicyRunner.step" else ""
+                print(f"{name:14s}{path:20s}{row['p50_us']:8.1f}{row['p99_us']:8.1f}{row['max_us']:9.1f}"
+                      f"  {parity:.1e}{goal}")
+    env.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Closed-loop evaluation of an exported policy: the simulator driven through ``PolicyRunner``.
+
+:class:`RunnerPolicy` gives :func:`robolearn.evaluate.evaluate` what it calls on a torch model,
+``act_deterministic(obs) -> actions``, but acts through one :class:`PolicyRunner` per env, as
+each robot would: the runner returns robot commands, which are mapped back to the simulator's
+normalised actions ``(command - offset) / scale``; a runner is reset when its env's episode ends.
+torch is imported only to hand actions to ``evaluate``, so a torch-free controller (such as
+``deploy/examples/control_loop.py``) can use :func:`check_contract_matches_env`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from robolearn.deploy.contract import ContractError
+from robolearn.deploy.runner import PolicyRunner
+
+if TYPE_CHECKING:
+    import torch
+
+
+class RunnerPolicy:
+    """An exported ``policy.onnx`` acting in a batched env (one runner per env)."""
+
+    def __init__(self, path: str | Path, env, task: str):
+        self.runners = [PolicyRunner(path) for _ in range(env.num_envs)]
+        contract = self.runners[0].contract
+        check_contract_matches_env(contract, env, task, str(self.runners[0].path))
+        self.scale = np.asarray(contract["action"]["scale"], np.float32)
+        self.offset = np.asarray(contract["action"]["offset"], np.float32)
+        self.actions = np.zeros((env.num_envs, contract["action"]["dim"]), np.float32)
+        env.before_reset_hooks.append(self.reset)
+
+    def reset(self, ids: np.ndarray) -> None:
+        """Start new episodes for the envs ``ids``."""
+        for i in ids:
+            self.runners[i].reset()
+
+    def act_deterministic(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        policy_obs = obs["policy"].numpy()
+        for i, runner in enumerate(self.runners):
+            np.copyto(self.actions[i], runner.step(policy_obs[i]))
+        return torch.from_numpy((self.actions - self.offset) / self.scale)
+
+
+def check_contract_matches_env(contract: dict, env, task: str, source: str) -> None:
+    """The contract must describe this env: task, observation terms, actions, control period."""
+    terms = [(term["name"], term["width"]) for term in contract["obs"]["terms"]]
+    checks = [("task", contract["task"], task),
+              ("obs.terms", terms, list(env.obs_layout["policy"].widths.items())),
+              ("action.names", contract["action"]["names"], list(env.action_names)),
+              ("action.scale", contract["action"]["scale"], [float(v) for v in env.action_scale]),
+              ("action.offset", contract["action"]["offset"], [float(v) for v in env.action_offset]),
+              ("control_period_s", contract["control_period_s"], round(float(env.control_dt), 9))]
+    for key, exported, simulated in checks:
+        if exported != simulated:
+            raise ContractError(f"{source}: contract key {key!r} is {exported}, the simulated env has {simulated}")

@@ -1,0 +1,153 @@
+"""``PolicyRunner``: runs an exported ``policy.onnx`` on the robot, one observation per call.
+
+Imports only numpy and onnxruntime (no torch)::
+
+    from robolearn.deploy import PolicyRunner
+    runner = PolicyRunner("runs/nav/<stamp>/export")      # or .../policy.onnx
+    runner.reset()                                        # at episode start: zero recurrent state
+    command = runner.step(obs)                            # float32 (obs_dim,) -> float32 (action_dim,)
+
+``step`` returns the robot command ``clip(action, -1, 1) * scale + offset`` in the units the
+contract's action names give. It runs ONNX Runtime on one intra-op thread through pre-bound
+input and output buffers, so no array is allocated per call; the returned array is read-only and
+is overwritten by the next call (copy it to keep it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from robolearn.deploy.contract import METADATA_KEY, ContractError, loads
+
+SAFE_ACTIONS = ("zeros", "hold")
+
+
+class PolicyFileError(RuntimeError):
+    """A missing or unloadable ``policy.onnx`` (one-line message naming the path)."""
+
+
+class PolicyRunner:
+    """Loads ``policy.onnx`` and its contract; ``reset()``, then ``step(obs) -> command`` per tick.
+
+    ``safe_action`` chooses what ``step`` returns when the observation or the network output is
+    not finite: ``"zeros"``, the zero action (command = the contract's ``offset``: standstill for
+    velocity control, the default pose for position control), or ``"hold"``, the last good
+    command. Such a step leaves the recurrent state as it was and is counted in
+    ``nonfinite_obs`` / ``nonfinite_output``.
+    """
+
+    def __init__(self, path: str | Path, safe_action: str = "zeros"):
+        if safe_action not in SAFE_ACTIONS:
+            raise ValueError(f"safe_action: expected one of {', '.join(SAFE_ACTIONS)}, got {safe_action!r}")
+        self.path = _resolve(Path(path))
+        self.safe_action = safe_action
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+            raise PolicyFileError(f"{self.path}: not a loadable ONNX model ({str(err).splitlines()[0][:160]})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in metadata:
+            raise ContractError(f"{self.path}: no contract in the ONNX metadata (key {METADATA_KEY!r}); "
+                                "export the policy with `robolearn export`")
+        self.contract = loads(metadata[METADATA_KEY], str(self.path))
+        self.obs_dim = self.contract["obs"]["dim"]
+        self.action_dim = self.contract["action"]["dim"]
+        self.recurrent = self.contract["recurrent"]
+        self._check_graph()
+
+        # buffers bound to the session once: step() copies obs in and reads the outputs in place
+        inputs, outputs = self.contract["inputs"], self.contract["outputs"]
+        state_shape = (self.recurrent["layers"], 1, self.recurrent["hidden_size"]) if self.recurrent else None
+        self._obs = np.zeros((1, self.obs_dim), np.float32)
+        self._actions = np.zeros((1, self.action_dim), np.float32)
+        self._state_in = [np.zeros(state_shape, np.float32) for _ in inputs[1:]]
+        self._state_out = [np.zeros(state_shape, np.float32) for _ in outputs[1:]]
+        self._binding = self.session.io_binding()
+        for name, array in zip(inputs, [self._obs, *self._state_in]):
+            self._binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(array))
+        for name, array in zip(outputs, [self._actions, *self._state_out]):
+            self._binding.bind_ortvalue_output(name, onnxruntime.OrtValue.ortvalue_from_numpy(array))
+
+        self._scale = np.asarray(self.contract["action"]["scale"], np.float32)
+        self._offset = np.asarray(self.contract["action"]["offset"], np.float32)
+        self._clipped = np.zeros(self.action_dim, np.float32)
+        self._command = np.zeros(self.action_dim, np.float32)
+        self._zero_command = self._offset.copy()
+        self._obs_finite = np.zeros(self.obs_dim, bool)
+        self._actions_finite = np.zeros((1, self.action_dim), bool)
+        self._state_finite = np.zeros(state_shape or (0,), bool)
+        self._command_out = self._command.view()
+        self._command_out.flags.writeable = False
+        self._zero_command.flags.writeable = False
+        self.nonfinite_obs = 0
+        self.nonfinite_output = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Start an episode: zero the recurrent state; the last command becomes the zero action's."""
+        for state in self._state_in:
+            state.fill(0.0)
+        np.copyto(self._command, self._offset)
+
+    def step(self, obs: np.ndarray) -> np.ndarray:
+        """One control tick: float32 observation ``(obs_dim,)`` -> float32 command ``(action_dim,)``."""
+        if type(obs) is not np.ndarray or obs.dtype != np.float32 or obs.shape != (self.obs_dim,):
+            raise ValueError(f"obs: expected a float32 array of shape ({self.obs_dim},), got {_describe(obs)}")
+        if not np.isfinite(obs, out=self._obs_finite).all():
+            self.nonfinite_obs += 1
+            return self._safe()
+        np.copyto(self._obs[0], obs)
+        self.session.run_with_iobinding(self._binding)
+        if not (np.isfinite(self._actions, out=self._actions_finite).all()
+                and all(np.isfinite(s, out=self._state_finite).all() for s in self._state_out)):
+            self.nonfinite_output += 1
+            return self._safe()
+        for state_in, state_out in zip(self._state_in, self._state_out):
+            np.copyto(state_in, state_out)
+        np.minimum(self._actions[0], 1.0, out=self._clipped)  # two ufuncs: half the time of np.clip
+        np.maximum(self._clipped, -1.0, out=self._clipped)
+        np.multiply(self._clipped, self._scale, out=self._command)
+        np.add(self._command, self._offset, out=self._command)
+        return self._command_out
+
+    def _safe(self) -> np.ndarray:
+        return self._command_out if self.safe_action == "hold" else self._zero_command
+
+    def _check_graph(self) -> None:
+        """The graph's inputs and outputs must be the ones the contract names, with its shapes."""
+        recurrent = self.recurrent
+        state = [recurrent["layers"], None, recurrent["hidden_size"]] if recurrent else None
+        expected = {"obs": [None, self.obs_dim], "actions": [None, self.action_dim]}
+        for name in self.contract["inputs"][1:] + self.contract["outputs"][1:]:
+            expected[name] = state
+        for kind, args, names in (("inputs", self.session.get_inputs(), self.contract["inputs"]),
+                                  ("outputs", self.session.get_outputs(), self.contract["outputs"])):
+            found = [arg.name for arg in args]
+            if found != names:
+                raise ContractError(f"{self.path}: contract key {kind!r}: contract names {names}, the graph has {found}")
+            for arg in args:
+                shape = [d if isinstance(d, int) else None for d in arg.shape]
+                if arg.type != "tensor(float)" or shape != expected[arg.name]:
+                    raise ContractError(f"{self.path}: graph {kind[:-1]} {arg.name!r} is {arg.type} {arg.shape}, "
+                                        f"the contract implies float32 {expected[arg.name]} (None = batch)")
+
+
+def _resolve(path: Path) -> Path:
+    """``policy.onnx`` itself, or the export directory that holds it."""
+    file = path / "policy.onnx" if path.is_dir() else path
+    if not file.is_file():
+        raise PolicyFileError(f"{file}: no such file (expected policy.onnx or its export directory)")
+    return file
+
+
+def _describe(obs: object) -> str:
+    if isinstance(obs, np.ndarray):
+        return f"{obs.dtype} array of shape {obs.shape}"
+    return type(obs).__name__
