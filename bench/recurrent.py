@@ -34,6 +34,7 @@ import torch
 
 from learner_vs_rsl_rl import (ACTION_DIM, HIDDEN, NUM_STEPS, OBS_DIMS, RSL_RL_CONFIG, RslRlZeroCostEnv,
                                ZeroCostEnv, steps_per_second)
+from train_vs_sb3 import learn_sb3_for
 from robolearn.algorithms import PPO
 from robolearn.config import load_config
 from robolearn.envs import make_env
@@ -70,24 +71,9 @@ def success_rate(model, config, episodes: int, num_envs: int = 50) -> float:
 
 def sb3_recurrent_steps_per_second(seconds: float, seed: int = 1) -> float:
     from sb3_contrib import RecurrentPPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
 
-    class WallClockBudget(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.start = time.perf_counter()
-
-        def _on_step(self) -> bool:
-            return time.perf_counter() - self.start < seconds
-
-    envs = make_vec_env("robolearn/NavPO-v0", n_envs=8, seed=seed)
-    model = RecurrentPPO("MlpLstmPolicy", envs, seed=seed, verbose=0, device="cpu")
-    budget = WallClockBudget()
-    model.learn(total_timesteps=10**9, callback=budget)
-    elapsed = time.perf_counter() - budget.start
-    envs.close()
-    return model.num_timesteps / elapsed
+    _, steps, elapsed = learn_sb3_for(seconds, RecurrentPPO, "MlpLstmPolicy", "robolearn/NavPO-v0", seed)
+    return steps / elapsed
 
 
 # --- 3. learner alone: robolearn vs rsl_rl, LSTM ----------------------------------------------------

@@ -55,8 +55,10 @@ class SB3Policy:
         return torch.as_tensor(actions)
 
 
-def train_sb3(seconds: float, seed: int):
-    from stable_baselines3 import PPO
+def learn_sb3_for(seconds: float, algorithm, policy: str, task: str, seed: int):
+    """An SB3 (or sb3-contrib) model trained on ``task``'s single-env view in SB3's usual
+    ``make_vec_env(..., n_envs=8)`` DummyVecEnv setup, default hyper-parameters, until ``seconds``
+    of wall-clock have passed; returns ``(model, env steps, seconds)``."""
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -68,13 +70,20 @@ def train_sb3(seconds: float, seed: int):
         def _on_step(self) -> bool:
             return time.perf_counter() - self.start < seconds
 
-    envs = make_vec_env("robolearn/Nav-v0", n_envs=8, seed=seed)
-    model = PPO("MlpPolicy", envs, seed=seed, verbose=0, device="cpu")
+    envs = make_vec_env(task, n_envs=8, seed=seed)
+    model = algorithm(policy, envs, seed=seed, verbose=0, device="cpu")
     budget = WallClockBudget()
     model.learn(total_timesteps=10**9, callback=budget)
     elapsed = time.perf_counter() - budget.start
     envs.close()
-    return SB3Policy(model), model.num_timesteps, elapsed
+    return model, model.num_timesteps, elapsed
+
+
+def train_sb3(seconds: float, seed: int):
+    from stable_baselines3 import PPO
+
+    model, steps, elapsed = learn_sb3_for(seconds, PPO, "MlpPolicy", "robolearn/Nav-v0", seed)
+    return SB3Policy(model), steps, elapsed
 
 
 def main() -> None:
