@@ -27,7 +27,6 @@ import copy
 import io
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
