@@ -16,19 +16,10 @@ from robolearn.deploy import ContractError, PolicyFileError, PolicyRunner
 from robolearn.deploy.closed_loop import check_contract_matches_env
 from robolearn.deploy.contract import METADATA_KEY, dumps
 from robolearn.deploy.export import export_policy
-from robolearn.envs import make_env
-from robolearn.envs.diffdrive import NavConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "robolearn/Nav-v0"
 SCALE = 12.0  # Nav-v0's action scale (max wheel speed), offset 0
-
-
-@pytest.fixture(scope="module")
-def env():
-    env = make_env(NavConfig(num_envs=4, nthread=1), seed=0)
-    yield env
-    env.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,6 @@ from policies import RecurrentActor, mlp_policy
 from robolearn.deploy.contract import METADATA_KEY, validate
 from robolearn.deploy.export import ExportError, ParityError, export_policy, onnx_graph_sha256
 from robolearn.deploy.policy_module import MLPPolicy, policy_module
-from robolearn.envs import make_env
-from robolearn.envs.diffdrive import NavConfig
 from robolearn.models import RecurrentActorCritic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,13 +24,6 @@ TASK = "robolearn/Nav-v0"
 SOURCE = {"run": "runs/test", "checkpoint": "runs/test/checkpoints/last.pt", "iteration": 7}
 # policy.pt is TorchScript, which torch deprecates (it is still what LibTorch controllers load)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def env():
-    env = make_env(NavConfig(num_envs=4, nthread=1), seed=0)
-    yield env
-    env.close()
 
 
 @pytest.fixture(scope="module")
