@@ -1,13 +1,15 @@
-"""Env throughput of robolearn/Nav-v0 against the physics ceiling and gymnasium's sync vectorization.
+"""Env throughput of robolearn tasks against the physics ceiling and gymnasium's sync vectorization.
 
-For N parallel envs, with random actions, in one run:
+For each task and N parallel envs, with random actions, in one run:
   raw       mujoco.batch.Batch stepping the same model with the same frame skip on all threads,
-            random controls, no observation / reward / reset work: the ceiling;
-  robolearn NavEnv.step (physics + lidar ray casting + observations, rewards, autoreset);
-  gym-sync  gymnasium.make_vec("robolearn/Nav-v0", num_envs=N, vectorization_mode="sync"):
+            random controls, no observation / reward / reset work: the ceiling (PickPlace: from
+            the env's reset states, the arm's position targets jittered about them);
+  robolearn the task's step (Nav: physics + lidar ray casting; PickPlace: physics + forward
+            kinematics for site poses; both + observations, rewards, autoreset);
+  gym-sync  gymnasium.make_vec(task, num_envs=N, vectorization_mode="sync"):
             what a gymnasium user gets without robolearn (SyncVectorEnv over the single-env view).
 
-    python bench/env_throughput.py [--envs 64 256 1024] [--seconds 3]
+    python bench/env_throughput.py [--tasks Nav-v0 PickPlace-v0] [--envs 64 256 1024] [--seconds 3]
 
 Run it alone: on 2 cores a figure taken beside another job is void.
 """
@@ -21,10 +23,10 @@ import time
 import gymnasium
 import mujoco
 import numpy as np
-from mujoco import batch as mjbatch
-
 import robolearn.envs  # noqa: F401  (registers the tasks)
-from robolearn.envs.diffdrive import NavEnv
+from mujoco import batch as mjbatch
+from robolearn.envs import get_task
+from robolearn.envs.arm import ArmTaskEnv
 
 
 def timed(step, seconds: float, warmup: int = 5) -> float:
@@ -40,25 +42,39 @@ def timed(step, seconds: float, warmup: int = 5) -> float:
             return calls / elapsed
 
 
-def bench_raw(env: NavEnv, actions: np.ndarray, seconds: float) -> float:
+def bench_raw(env, actions: np.ndarray, seconds: float) -> float:
     batch = mjbatch.Batch(env.model, env.num_envs, nthread=0, persistent=True)
     ctrl = batch.bind("ctrl")
-    scale = env.cfg.max_wheel_speed
+    if isinstance(env, ArmTaskEnv):  # start where the task starts; jitter the position targets
+        env.reset(seed=0)
+        batch.bind("qpos")[:] = env.qpos
+        batch.bind("mocap_pos")[:] = env.mocap_pos
+        batch.forward()
+        base = env.ctrl.copy()
+        arm = env._arm_act
+        jitter = np.zeros((len(actions),) + base.shape)
+        jitter[:, :, arm] = actions[:, :, :len(arm)] * 0.05
 
-    def step(i):
-        ctrl[:] = actions[i % len(actions)] * scale
-        batch.step(nstep=env.frame_skip)
+        def step(i):
+            ctrl[:] = base + jitter[i % len(actions)]
+            batch.step(nstep=env.frame_skip)
+    else:
+        scale = env.cfg.max_wheel_speed
+
+        def step(i):
+            ctrl[:] = actions[i % len(actions)] * scale
+            batch.step(nstep=env.frame_skip)
 
     return timed(step, seconds) * env.num_envs
 
 
-def bench_robolearn(env: NavEnv, actions: np.ndarray, seconds: float) -> float:
+def bench_robolearn(env, actions: np.ndarray, seconds: float) -> float:
     env.reset(seed=0)
     return timed(lambda i: env.step(actions[i % len(actions)]), seconds) * env.num_envs
 
 
-def bench_gym_sync(n: int, actions: np.ndarray, seconds: float) -> float:
-    envs = gymnasium.make_vec("robolearn/Nav-v0", num_envs=n, vectorization_mode="sync")
+def bench_gym_sync(task: str, n: int, actions: np.ndarray, seconds: float) -> float:
+    envs = gymnasium.make_vec(task, num_envs=n, vectorization_mode="sync")
     envs.reset(seed=0)
     rate = timed(lambda i: envs.step(actions[i % len(actions)]), seconds) * n
     envs.close()
@@ -67,24 +83,29 @@ def bench_gym_sync(n: int, actions: np.ndarray, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["Nav-v0", "PickPlace-v0"])
     parser.add_argument("--envs", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
     args = parser.parse_args()
 
-    print(f"robolearn/Nav-v0 env steps/s, random actions, {os.cpu_count()} CPUs, mujoco {mujoco.__version__}")
-    header = f"{'N':>6} {'raw physics':>12} {'robolearn':>10} {'% of raw':>9} {'gym sync':>10} {'vs sync':>8}"
-    print(header)
-    print("-" * len(header))
-    for n in args.envs:
-        env = NavEnv(num_envs=n, seed=0)
-        actions = np.random.default_rng(0).uniform(-1, 1, (64, n, 2)).astype(np.float32)
-        raw = bench_raw(env, actions, args.seconds)
-        ours = bench_robolearn(env, actions, args.seconds)
-        env.close()
-        sync = bench_gym_sync(n, actions, args.seconds)
-        print(f"{n:>6} {raw:>12,.0f} {ours:>10,.0f} {100 * ours / raw:>8.0f}% {sync:>10,.0f} {ours / sync:>7.1f}x",
-              flush=True)
-    print(f"(frame skip {env.frame_skip} x {env.model.opt.timestep * 1000:.0f} ms physics steps per env step)")
+    for name in args.tasks:
+        task = name if "/" in name else f"robolearn/{name}"
+        env_cls = get_task(task).env_cls
+        print(f"{task} env steps/s, random actions, {os.cpu_count()} CPUs, mujoco {mujoco.__version__}")
+        header = f"{'N':>6} {'raw physics':>12} {'robolearn':>10} {'% of raw':>9} {'gym sync':>10} {'vs sync':>8}"
+        print(header)
+        print("-" * len(header))
+        for n in args.envs:
+            env = env_cls(num_envs=n, seed=0)
+            dim = env.single_action_space.shape[0]
+            actions = np.random.default_rng(0).uniform(-1, 1, (64, n, dim)).astype(np.float32)
+            raw = bench_raw(env, actions, args.seconds)
+            ours = bench_robolearn(env, actions, args.seconds)
+            env.close()
+            sync = bench_gym_sync(task, n, actions, args.seconds)
+            print(f"{n:>6} {raw:>12,.0f} {ours:>10,.0f} {100 * ours / raw:>8.0f}% {sync:>10,.0f} {ours / sync:>7.1f}x",
+                  flush=True)
+        print(f"(frame skip {env.frame_skip} x {env.model.opt.timestep * 1000:.0f} ms physics steps per env step)\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,35 @@ def _register_bundled_tasks() -> None:
                   vector_entry_point="robolearn.envs.diffdrive:NavPOEnv",
                   description="Nav-v0, partially observable: no velocity, lidar every k-th step, "
                               "per-episode action latency")
+    from robolearn.envs.arm import (
+        PickPlaceConfig,
+        PickPlaceEnv,
+        PushConfig,
+        PushEnv,
+        ReachConfig,
+        ReachEnv,
+    )
+
+    register_task("robolearn/Reach-v0", ReachEnv, ReachConfig,
+                  single_entry_point="robolearn.envs.arm:make_reach_single",
+                  vector_entry_point="robolearn.envs.arm:ReachEnv",
+                  description="5-DOF arm + parallel gripper: move the gripper to a random target (2 cm)")
+    register_task("robolearn/Push-v0", PushEnv, PushConfig,
+                  single_entry_point="robolearn.envs.arm:make_push_single",
+                  vector_entry_point="robolearn.envs.arm:PushEnv",
+                  description="arm: push the cube to a target on the table (3 cm)")
+    register_task("robolearn/PickPlace-v0", PickPlaceEnv, PickPlaceConfig,
+                  single_entry_point="robolearn.envs.arm:make_pickplace_single",
+                  vector_entry_point="robolearn.envs.arm:PickPlaceEnv",
+                  description="arm: grasp, lift and place the cube at a target in the air or on the table "
+                              "(3 cm, held 5 steps)")
+    from robolearn.envs.mobile import MobilePickConfig, MobilePickEnv
+
+    register_task("robolearn/MobilePick-v0", MobilePickEnv, MobilePickConfig,
+                  single_entry_point="robolearn.envs.mobile:make_mobile_pick_single",
+                  vector_entry_point="robolearn.envs.mobile:MobilePickEnv",
+                  description="mobile manipulator (diff-drive base + arm): drive to a table, pick the cube, "
+                              "bring it to a drop zone")
 
 
 _register_bundled_tasks()

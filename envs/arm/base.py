@@ -1,0 +1,435 @@
+"""Shared core of the arm tasks (Reach, Push, PickPlace, and MobilePick on top).
+
+:class:`ArmTaskEnv` owns what the tasks share: the arm + gripper model (``arm.xml`` mounted in a
+scene), joint-delta position control, the observation terms, the object (size per env through a
+layout parameter), grasp detection from the finger-pad touch sensors and the episode metrics.
+A task module fills in its target sampling, its reward (a weighted sum of the small named term
+functions below) and its success condition.
+
+Actions (normalised to [-1, 1]): five arm joint position deltas (``delta_scale`` rad per control
+step at 1, added to a per-env joint target clipped to the actuator range) and one gripper command
+(-1 fully open, +1 closed). Observations (``policy``), all in the arm-base frame: joint positions
+and velocities, gripper opening and speed, end-effector pose (position + two rotation columns),
+object position, orientation and velocity relative to the gripper, target relative to the object
+(Reach: to the gripper), previous action. ``critic`` adds the pad contact forces, the grasp
+indicator, the object's size and position and the target's position (randomization parameters are
+appended by the core).
+
+Episode metrics: return, length, success, time_to_grasp (seconds to the first grasp, the episode's
+duration when it never grasped), max_lift (metres the object rose above its resting height),
+drops (the object lost from a grasp while lifted, or knocked off the table).
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+from pydantic import Field, model_validator
+from robolearn.envs.arm.model import ARM_JOINTS, FINGER_OPEN, build_model
+from robolearn.envs.core import BatchedMujocoEnv
+
+from robolearn.config import EnvConfig, RandomizationConfig, Range, StrictModel
+
+TABLE_Z = 0.4  # table top height in the table-top scene, metres
+_PARK = np.array([-1.0, 0.0])  # where a task without an object leaves it (on the floor behind the arm)
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+class Region(StrictModel):
+    """An axis-aligned box of positions in the arm-base frame, metres (z above the table top)."""
+
+    x: Range
+    y: Range
+    z: Range = Field(default_factory=lambda: Range(lo=0.0, hi=0.0))
+
+
+class ArmTaskConfig(EnvConfig):
+    """Settings every arm task shares (each task extends it with its rewards and regions)."""
+
+    control_hz: float = Field(25.0, gt=0.0)
+    episode_seconds: float = Field(6.0, gt=0.0)
+    delta_scale: float = Field(0.06, gt=0.0, description="rad of joint target change per control step at action 1")
+    object_size: Range = Field(default_factory=lambda: Range(lo=0.02, hi=0.025),
+                               description="cube half side, metres (4-5 cm cubes)")
+    object_region: Region = Field(default_factory=lambda: Region(x=Range(lo=0.35, hi=0.55), y=Range(lo=-0.15, hi=0.15)))
+    target_region: Region = Field(default_factory=lambda: Region(x=Range(lo=0.35, hi=0.55), y=Range(lo=-0.15, hi=0.15),
+                                                                 z=Range(lo=0.05, hi=0.25)))
+    home_noise: float = Field(0.1, ge=0.0, description="rad, uniform noise on the home joint pose at reset")
+    success_radius: float = Field(0.03, gt=0.0)
+    hold_steps: int = Field(1, ge=1, description="consecutive steps within the success radius that count as success")
+    terminate_on_success: bool = Field(False, description="end the episode at success; by default it runs to the time "
+                                       "limit (the dense terms keep paying for staying at the goal, so a policy is "
+                                       "never tempted to hover short of it to collect them)")
+    grasp_force: float = Field(1.0, ge=0.0, description="finger-pad force sum (N) above which the object counts as grasped")
+    lift_height: float = Field(0.1, gt=0.0, description="metres of lift at which the lift term saturates")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ArmTaskConfig:
+        if self.object_size.lo <= 0 or 2 * self.object_size.hi > 2 * FINGER_OPEN:
+            raise ValueError(f"object_size must lie in (0, {FINGER_OPEN}] (half side), got "
+                             f"[{self.object_size.lo}, {self.object_size.hi}]")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# reward terms (unweighted; weights come from each task's config)
+
+
+def reward_reach(distance: np.ndarray, std: float) -> np.ndarray:
+    """Shaped closeness in [0, 1]: ``1 - tanh(distance / std)``."""
+    return 1.0 - np.tanh(distance / std)
+
+
+def grasp_indicator(pad_forces: np.ndarray, near_object: np.ndarray, threshold: float) -> np.ndarray:
+    """1 where the finger-pad contact forces (N, 2) sum above ``threshold`` with both pads touching
+    and the object between the fingers (``near_object``), else 0."""
+    touching = (pad_forces.sum(axis=-1) > threshold) & (pad_forces.min(axis=-1) > 0.0)
+    return (touching & near_object).astype(np.float64)
+
+
+def reward_lift(height: np.ndarray, grasped: np.ndarray, lift_height: float) -> np.ndarray:
+    """Height of the object above its resting height, saturating at ``lift_height``, only while
+    grasped (a cube knocked upward earns nothing)."""
+    return grasped * np.clip(height / lift_height, 0.0, 1.0)
+
+
+def reward_place(distance: np.ndarray, std: float, gate: np.ndarray | float = 1.0) -> np.ndarray:
+    """Object-target closeness ``1 - tanh(distance / std)``, times ``gate`` (PickPlace: grasped)."""
+    return gate * (1.0 - np.tanh(distance / std))
+
+
+def reward_action_rate(action: np.ndarray, prev_action: np.ndarray) -> np.ndarray:
+    """Squared change of the normalised action since the previous step."""
+    return np.square(action - prev_action).sum(axis=-1)
+
+
+def reward_joint_limit(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, margin: float) -> np.ndarray:
+    """How far (rad) joints sit inside ``margin`` of their limits, summed over the joints."""
+    return (np.maximum(lo + margin - q, 0.0) + np.maximum(q - (hi - margin), 0.0)).sum(axis=-1)
+
+
+def reward_success(success: np.ndarray) -> np.ndarray:
+    """1 on the step the task's success condition is met."""
+    return success.astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def to_frame(vec: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """World vectors (N, 3) into frames with rotation matrices (N, 3, 3): ``R^T v``."""
+    return np.einsum("nji,nj->ni", rot, vec)
+
+
+class ArmTaskEnv(BatchedMujocoEnv):
+    """Batched arm task on the shared core; subclasses set the scene and fill in the task hooks."""
+
+    episode_metrics = ("return", "length", "success", "time_to_grasp", "max_lift", "drops")
+    config_cls: type[ArmTaskConfig] = ArmTaskConfig
+    scene = ("robolearn.envs.arm", "tabletop.xml")
+    #: whether the task uses the object (Reach leaves it on the floor, out of the way)
+    uses_object = True
+    #: home pose of the arm joints (gripper above the table centre, pointing down)
+    home = np.array([0.0, 0.5, 1.7, 0.95, 0.0])
+    table_z = TABLE_Z
+
+    def __init__(self, num_envs: int | None = None, config: ArmTaskConfig | dict | None = None,
+                 seed: int | None = None, render_mode: str | None = None,
+                 randomization: RandomizationConfig | dict | None = None, **overrides):
+        cfg = config if isinstance(config, self.config_cls) else self.config_cls.model_validate(dict(config or {}))
+        if overrides or num_envs is not None:
+            cfg = self.config_cls.model_validate({**cfg.model_dump(), **overrides,
+                                                  **({"num_envs": num_envs} if num_envs is not None else {})})
+        self.cfg = cfg
+        model = build_model(*self.scene)
+        frame_skip = max(1, int(round(1.0 / (cfg.control_hz * model.opt.timestep))))
+        max_steps = int(round(cfg.episode_seconds * cfg.control_hz))
+        names, scale, offset = self._action_spec()
+        super().__init__(model, cfg.num_envs, frame_skip, max_steps, self._obs_terms(),
+                         action_names=names, action_scale=scale, action_offset=offset,
+                         layout_params=self._layout_nominal(),
+                         randomization=RandomizationConfig.model_validate(randomization or {}),
+                         nthread=cfg.nthread, seed=seed, render_mode=render_mode)
+        n, m = self.num_envs, model
+        self._arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
+        self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
+        self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ("finger_l", "finger_r")])
+        self._finger_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ("finger_l", "finger_r")])
+        self._arm_act = np.array([m.actuator(j).id for j in ARM_JOINTS])
+        self._grip_act = m.actuator("gripper").id
+        self._ctrl_lo = m.actuator_ctrlrange[self._arm_act, 0].copy()
+        self._ctrl_hi = m.actuator_ctrlrange[self._arm_act, 1].copy()
+        self._jnt_lo = m.jnt_range[[m.joint(j).id for j in ARM_JOINTS], 0].copy()
+        self._jnt_hi = m.jnt_range[[m.joint(j).id for j in ARM_JOINTS], 1].copy()
+        obj_joint = m.joint("object").id
+        self._obj_qpos = m.jnt_qposadr[obj_joint]
+        self._obj_dof = m.jnt_dofadr[obj_joint]
+        self._obj_geom = m.geom("object").id
+        self._obj_body = m.body("object").id
+        self._base_body = m.body("arm_base").id
+        self._ee_site = m.site("ee").id
+        self._target_mocap = m.body_mocapid[m.body("target").id]
+        self._pad_adr = np.array([m.sensor_adr[m.sensor(s).id] for s in ("pad_l", "pad_r")])
+        self.site_xpos = self.batch.bind("site_xpos")
+        self.site_xmat = self.batch.bind("site_xmat")
+        self.xpos = self.batch.bind("xpos")
+        self.xmat = self.batch.bind("xmat")
+        self._geom_size = self.model_field("geom_size")
+        self._geom_rbound = self.model_field("geom_rbound")
+        self._geom_aabb = self.model_field("geom_aabb")
+
+        # per-env task state
+        self.joint_target = np.zeros((n, len(ARM_JOINTS)))
+        self.target = np.zeros((n, 3))  # world frame
+        self.object_half = np.full(n, cfg.object_size.hi)
+        self.object_rest_z = np.zeros(n)  # world z of the object's centre resting on the table
+        self.prev_action = np.zeros((n, self.single_action_space.shape[0]))
+        self.prev_ee = np.zeros((n, 3))
+        self.ee_vel = np.zeros((n, 3))
+        self.grasped = np.zeros(n, bool)
+        self.hold = np.zeros(n, np.int64)
+        self.grasp_step = np.full(n, -1, np.int64)
+        self.max_lift = np.zeros(n)
+        self.drops = np.zeros(n, np.int64)
+        self.lifted_grasp = np.zeros(n, bool)
+        self.off_table = np.zeros(n, bool)
+
+    # ------------------------------------------------------------------ spec
+    def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Names, scale and offset of the actions (robot command = action * scale + offset)."""
+        names = [f"{j}_delta_rad" for j in ARM_JOINTS] + ["gripper_finger_travel_m"]
+        scale = np.array([self.cfg.delta_scale] * len(ARM_JOINTS) + [-FINGER_OPEN / 2])
+        offset = np.array([0.0] * len(ARM_JOINTS) + [FINGER_OPEN / 2])
+        return names, scale, offset
+
+    def _layout_nominal(self) -> dict[str, float]:
+        """Layout parameters randomization may set per env: ``object_size`` scales the cube,
+        ``workspace`` scales the object and target regions about their centres."""
+        return {"object_size": 1.0, "workspace": 1.0}
+
+    def _obs_terms(self) -> dict[str, dict[str, int]]:
+        nj, na = len(ARM_JOINTS), self._action_spec()[0].__len__()
+        policy = {"joint_pos": nj, "joint_vel": nj, "gripper": 2, "ee_pose": 9, "object_pos": 3,
+                  "object_rot": 6, "object_vel": 3, "target": 3, "last_action": na}
+        critic = {**policy, "contact_forces": 2, "grasped": 1, "object_size": 1, "object_position": 3,
+                  "target_position": 3}
+        return {"policy": policy, "critic": critic}
+
+    # ------------------------------------------------------------------ frames
+    def base_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """Arm-base position (N, 3) and rotation (N, 3, 3) in the world."""
+        return self.xpos[:, self._base_body], self.xmat[:, self._base_body].reshape(-1, 3, 3)
+
+    @property
+    def ee_pos(self) -> np.ndarray:
+        return self.site_xpos[:, self._ee_site]
+
+    @property
+    def object_pos(self) -> np.ndarray:
+        return self.qpos[:, self._obj_qpos:self._obj_qpos + 3]
+
+    def pad_forces(self) -> np.ndarray:
+        return self.sensordata[:, self._pad_adr]
+
+    def world_of(self, local: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Arm-base-frame points (k, 3) (z above the table top) to world points, for envs ``ids``."""
+        pos, rot = self.base_frame()
+        out = np.einsum("nij,nj->ni", rot[ids], local) + pos[ids]
+        out[:, 2] = local[:, 2] + self.table_z
+        return out
+
+    # ------------------------------------------------------------------ reset
+    def _sample_region(self, region: Region, ids: np.ndarray) -> np.ndarray:
+        """Points (k, 3) uniform in ``region`` shrunk/grown about its centre by the workspace
+        layout parameter (arm-base frame, z above the table top)."""
+        k, rng = ids.size, self.np_random
+        spread = self.layout_params["workspace"][ids, None]
+        lo = np.array([region.x.lo, region.y.lo, region.z.lo])
+        hi = np.array([region.x.hi, region.y.hi, region.z.hi])
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+        return mid + rng.uniform(-1.0, 1.0, (k, 3)) * half * spread
+
+    def _reset_arm(self, ids: np.ndarray) -> None:
+        k, rng = ids.size, self.np_random
+        q = self.home + rng.uniform(-1.0, 1.0, (k, len(ARM_JOINTS))) * self.cfg.home_noise
+        q = np.clip(q, self._ctrl_lo, self._ctrl_hi)
+        qpos = self.qpos[ids]
+        qpos[:, self._arm_qpos] = q
+        qpos[:, self._finger_qpos] = FINGER_OPEN
+        self.qpos[ids] = qpos
+        self.joint_target[ids] = q
+        ctrl = self.ctrl[ids]
+        ctrl[:, self._arm_act] = q
+        ctrl[:, self._grip_act] = FINGER_OPEN
+        self.ctrl[ids] = ctrl
+
+    def _reset_object(self, ids: np.ndarray) -> None:
+        """Cube size (per-env geom fields), resting pose on the table (or parked) and yaw."""
+        k, rng, cfg = ids.size, self.np_random, self.cfg
+        half = rng.uniform(cfg.object_size.lo, cfg.object_size.hi, k) * self.layout_params["object_size"][ids]
+        geom = self._obj_geom
+        self._geom_size[ids, geom] = half[:, None]
+        self._geom_rbound[ids, geom] = half * np.sqrt(3.0)
+        self._geom_aabb[ids, geom, :3] = 0.0
+        self._geom_aabb[ids, geom, 3:] = half[:, None]
+        self.object_half[ids] = half
+        if self.uses_object:
+            pos = self.world_of(self._sample_region(cfg.object_region, ids), ids)
+            pos[:, 2] = self.table_z + half
+        else:
+            pos = np.zeros((k, 3))
+            pos[:, :2] = _PARK
+            pos[:, 2] = half
+        yaw = rng.uniform(-np.pi / 4, np.pi / 4, k)
+        base_yaw = self._base_yaw(ids)
+        qpos = self.qpos[ids]
+        a = self._obj_qpos
+        qpos[:, a:a + 3] = pos
+        qpos[:, a + 3] = np.cos((yaw + base_yaw) / 2)
+        qpos[:, a + 4:a + 6] = 0.0
+        qpos[:, a + 6] = np.sin((yaw + base_yaw) / 2)
+        self.qpos[ids] = qpos
+        self.object_rest_z[ids] = self.table_z + half
+
+    def _base_yaw(self, ids: np.ndarray) -> np.ndarray:
+        rot = self.base_frame()[1][ids]
+        return np.arctan2(rot[:, 1, 0], rot[:, 0, 0])
+
+    def _sample_target(self, ids: np.ndarray) -> np.ndarray:
+        """World target positions (k, 3) for envs ``ids`` (tasks override)."""
+        return self.world_of(self._sample_region(self.cfg.target_region, ids), ids)
+
+    def _reset_task_state(self, ids: np.ndarray) -> None:
+        self.prev_action[ids] = 0.0
+        self.grasped[ids] = False
+        self.hold[ids] = 0
+        self.grasp_step[ids] = -1
+        self.max_lift[ids] = 0.0
+        self.drops[ids] = 0
+        self.lifted_grasp[ids] = False
+        self.off_table[ids] = False
+
+    def _reset_envs(self, ids: np.ndarray) -> None:
+        self.qvel[ids] = 0.0
+        self._reset_robot(ids)
+        # kinematics of the robot's new pose (base frame, gripper) before placing object and target
+        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self._reset_object(ids)
+        target = self._sample_target(ids)
+        self.target[ids] = target
+        self.mocap_pos[ids, self._target_mocap] = target
+        self._reset_task_state(ids)
+        self.prev_ee[ids] = self.ee_pos[ids]
+        self.ee_vel[ids] = 0.0
+
+    def _reset_robot(self, ids: np.ndarray) -> None:
+        """Robot pose at reset (MobilePick also places its base)."""
+        self._reset_arm(ids)
+
+    # ------------------------------------------------------------------ step
+    def _apply_arm_actions(self, actions: np.ndarray) -> None:
+        self.joint_target = np.clip(self.joint_target + actions[:, :5] * self.cfg.delta_scale, self._ctrl_lo, self._ctrl_hi)
+        self.ctrl[:, self._arm_act] = self.joint_target
+        self.ctrl[:, self._grip_act] = (1.0 - actions[:, 5]) * (FINGER_OPEN / 2)
+
+    def _apply_actions(self, actions: np.ndarray) -> None:
+        self._apply_arm_actions(actions)
+
+    def _update_grasp(self) -> dict[str, np.ndarray]:
+        """Per-step quantities every task uses; updates grasp bookkeeping and the metrics."""
+        ee, obj = self.ee_pos, self.object_pos
+        self.ee_vel = (ee - self.prev_ee) / self.control_dt
+        self.prev_ee = ee.copy()
+        forces = self.pad_forces()
+        ee_obj = np.linalg.norm(obj - ee, axis=-1)
+        near = ee_obj < self.object_half + 0.02
+        grasped = grasp_indicator(forces, near, self.cfg.grasp_force) > 0
+        lift = obj[:, 2] - self.object_rest_z
+        first = grasped & (self.grasp_step < 0)
+        self.grasp_step[first] = self.episode_step[first]
+        self.max_lift = np.maximum(self.max_lift, lift)
+        lost = self.lifted_grasp & ~grasped & (lift > 0.02)
+        fell = (obj[:, 2] < self.table_z - 0.05) & ~self.off_table & self.uses_object
+        self.drops += lost | fell
+        self.off_table |= fell
+        self.lifted_grasp = grasped & (lift > 0.02)
+        self.grasped = grasped
+        return {"ee_obj": ee_obj, "lift": lift, "grasped": grasped.astype(np.float64), "forces": forces}
+
+    def _common_penalties(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rate = reward_action_rate(actions, self.prev_action)
+        self.prev_action = actions.astype(np.float64).copy()
+        limit = reward_joint_limit(self.qpos[:, self._arm_qpos], self._jnt_lo, self._jnt_hi, 0.1)
+        return rate, limit
+
+    def _held_success(self, within: np.ndarray) -> np.ndarray:
+        """Success after ``hold_steps`` consecutive steps ``within`` the success radius (marks the
+        episode a success)."""
+        self.hold = np.where(within, self.hold + 1, 0)
+        success = self.hold >= self.cfg.hold_steps
+        self.episode_success |= success
+        return success
+
+    def _terminated(self, success: np.ndarray) -> np.ndarray:
+        """Episode ends: success if ``terminate_on_success``, a cube knocked off the table always."""
+        return (success & self.cfg.terminate_on_success) | self.off_table
+
+    def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        steps = np.where(self.grasp_step[ids] >= 0, self.grasp_step[ids], self.max_episode_steps)
+        return {"time_to_grasp": steps * self.control_dt, "max_lift": np.maximum(self.max_lift[ids], 0.0),
+                "drops": self.drops[ids].astype(np.float64)}
+
+    # ------------------------------------------------------------------ observations
+    def _task_target_rel(self) -> np.ndarray:
+        """World vector the ``target`` term reports (default: object to target)."""
+        return self.target - self.object_pos
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        base_pos, rot = self.base_frame()
+        ee = self.ee_pos
+        ee_rot = np.einsum("nji,njk->nik", rot, self.site_xmat[:, self._ee_site].reshape(-1, 3, 3))
+        a = self._obj_qpos
+        obj = self.qpos[:, a:a + 3]
+        quat = self.qpos[:, a + 3:a + 7]
+        obj_mat = np.empty((self.num_envs, 9))
+        _quat_to_mat(quat, obj_mat)
+        obj_rot = np.einsum("nji,njk->nik", rot, obj_mat.reshape(-1, 3, 3))
+        obj_vel = self.qvel[:, self._obj_dof:self._obj_dof + 3]
+        fingers = self.qpos[:, self._finger_qpos]
+        finger_vel = self.qvel[:, self._finger_dof]
+        forces = self.pad_forces()
+        return {
+            "joint_pos": self.qpos[:, self._arm_qpos],
+            "joint_vel": self.qvel[:, self._arm_dof],
+            "gripper": np.stack([fingers.sum(-1) / (2 * FINGER_OPEN), finger_vel.sum(-1)], axis=-1),
+            "ee_pose": np.concatenate([to_frame(ee - base_pos, rot),
+                                       ee_rot[:, :, 0], ee_rot[:, :, 2]], axis=-1),
+            "object_pos": to_frame(obj - ee, rot),
+            "object_rot": np.concatenate([obj_rot[:, :, 0], obj_rot[:, :, 2]], axis=-1),
+            "object_vel": to_frame(obj_vel - self.ee_vel, rot),
+            "target": to_frame(self._task_target_rel(), rot),
+            "last_action": self.last_action,
+            "contact_forces": np.minimum(forces, 50.0) / 10.0,
+            "grasped": self.grasped,
+            "object_size": self.object_half,
+            "object_position": to_frame(obj - base_pos, rot),
+            "target_position": to_frame(self.target - base_pos, rot),
+        }
+
+
+def _quat_to_mat(quat: np.ndarray, out: np.ndarray) -> None:
+    """Rotation matrices (N, 9) of wxyz quaternions (N, 4)."""
+    w, x, y, z = quat.T
+    out[:, 0] = 1 - 2 * (y * y + z * z)
+    out[:, 1] = 2 * (x * y - w * z)
+    out[:, 2] = 2 * (x * z + w * y)
+    out[:, 3] = 2 * (x * y + w * z)
+    out[:, 4] = 1 - 2 * (x * x + z * z)
+    out[:, 5] = 2 * (y * z - w * x)
+    out[:, 6] = 2 * (x * z - w * y)
+    out[:, 7] = 2 * (y * z + w * x)
+    out[:, 8] = 1 - 2 * (x * x + y * y)

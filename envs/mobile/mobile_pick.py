@@ -1,0 +1,247 @@
+"""``robolearn/MobilePick-v0``: drive to a table, pick the cube, bring it to a drop zone.
+
+The mobile manipulator (the differential-drive base of Nav-v0, enlarged, carrying the 5-DOF arm)
+starts at a random pose in a walled 4 m x 4 m arena; a table with the cube on it and a drop zone
+on the floor are placed at random, ``table_distance`` and ``zone_distance`` away.
+Success: the cube's centre inside the drop zone (within ``zone_radius`` in the floor plane) for
+``hold_steps`` consecutive steps (carried over it or put down in it); the episode runs on to its
+time limit.
+
+Actions: left and right wheel velocity (``max_wheel_speed`` rad/s at 1), then the arm's joint
+deltas and gripper command as in the table-top tasks. Observations: the arm terms in the arm-base
+frame (the ``target`` term is the drop zone relative to the cube), plus the base's forward speed
+and yaw rate and the table's centre in the base frame; ``critic`` adds the base pose and bumper
+force. Reward: the navigation terms of DESIGN section 2 (decrease of the distance from the arm
+mount to the cube, velocity toward it), then the pick terms (reach, grasp, lift gated by the
+grasp), then carrying (decrease of the cube-zone distance and shaped closeness, gated by the
+grasp), success bonus, action-rate, joint-limit and collision penalties.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+from robolearn.envs.arm.base import (
+    ArmTaskConfig,
+    ArmTaskEnv,
+    reward_lift,
+    reward_place,
+    reward_reach,
+    reward_success,
+)
+from robolearn.envs.arm.model import ARM_JOINTS, FINGER_OPEN
+from robolearn.envs.diffdrive.nav import reward_collision, yaw_of
+
+from robolearn.config import Range, StrictModel
+
+ROBOT_RADIUS = 0.3
+TABLE_HALF = 0.25
+
+
+class MobilePickRewards(StrictModel):
+    nav_progress: float = 1.0
+    nav_velocity: float = 0.1
+    reach: float = 0.5
+    grasp: float = 1.0
+    lift: float = 2.0
+    carry_progress: float = 2.0
+    carry: float = 1.0
+    success: float = 4.0
+    action_rate: float = -0.005
+    joint_limit: float = -0.1
+    collision: float = -0.05
+
+
+class MobilePickConfig(ArmTaskConfig):
+    task: str = "robolearn/MobilePick-v0"
+    episode_seconds: float = Field(20.0, gt=0.0)
+    arena_size: float = Field(4.0, gt=2.0)
+    table_distance: Range = Field(default_factory=lambda: Range(lo=0.9, hi=2.0),
+                                  description="metres, robot start to table centre")
+    zone_distance: Range = Field(default_factory=lambda: Range(lo=1.0, hi=2.5),
+                                 description="metres, table centre to drop-zone centre")
+    zone_radius: float = Field(0.25, gt=0.0)
+    hold_steps: int = Field(3, ge=1)
+    cube_offset: float = Field(0.1, ge=0.0, le=TABLE_HALF - 0.05,
+                               description="metres, max offset of the cube from the table centre")
+    max_wheel_speed: float = Field(10.0, gt=0.0, description="rad/s at action 1 (wheel radius 0.06 m)")
+    collision_force: float = Field(1e-3, ge=0.0)
+    reach_std: float = Field(0.1, gt=0.0)
+    carry_std: float = Field(0.5, gt=0.0)
+    rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
+
+
+def default_config() -> MobilePickConfig:
+    return MobilePickConfig()
+
+
+class MobilePickEnv(ArmTaskEnv):
+    """Batched ``robolearn/MobilePick-v0`` (the gymnasium ``vector_entry_point``)."""
+
+    config_cls = MobilePickConfig
+    scene = ("robolearn.envs.mobile", "mobile_arena.xml")
+    episode_metrics = ArmTaskEnv.episode_metrics + ("collisions",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        m, n = self.model, self.num_envs
+        self._base_qpos = m.jnt_qposadr[m.joint("base").id]
+        self._base_dof = m.jnt_dofadr[m.joint("base").id]
+        self._wheel_act = np.array([m.actuator("wheel_l").id, m.actuator("wheel_r").id])
+        self._wheel_qpos = np.array([m.jnt_qposadr[m.joint(w).id] for w in ("wheel_l", "wheel_r")])
+        self._table_mocap = m.body_mocapid[m.body("table").id]
+        self._bumper = m.sensor_adr[m.sensor("bumper").id]
+        self._mount_site = m.site("arm_mount").id
+        self.table = np.zeros((n, 2))
+        self.nav_distance = np.zeros(n)
+        self.carry_distance = np.zeros(n)
+        self.collisions = np.zeros(n, np.int64)
+        self.in_collision = np.zeros(n, bool)
+
+    def _action_spec(self):
+        names, scale, offset = super()._action_spec()
+        return (["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s", *names],
+                np.concatenate([[self.cfg.max_wheel_speed] * 2, scale]), np.concatenate([[0.0, 0.0], offset]))
+
+    def _obs_terms(self):
+        groups = super()._obs_terms()
+        policy = {**groups["policy"], "base_velocity": 2, "table": 2}
+        critic = {**groups["critic"], "base_velocity": 2, "table": 2, "base_pose": 4, "bumper": 1}
+        return {"policy": policy, "critic": critic}
+
+    # ------------------------------------------------------------------ reset
+    def _sample_layout(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Robot start, table centre and zone centre (k, 2) inside the arena, apart as configured."""
+        rng, cfg = self.np_random, self.cfg
+        half = cfg.arena_size / 2
+        start, table, zone = np.zeros((k, 2)), np.zeros((k, 2)), np.zeros((k, 2))
+        todo = np.arange(k)
+        while todo.size:
+            c = todo.size
+            s = rng.uniform(-1, 1, (c, 32, 2)) * (half - ROBOT_RADIUS - 0.05)
+            t = rng.uniform(-1, 1, (c, 32, 2)) * (half - TABLE_HALF - 0.6)  # room to drive around the table
+            z = rng.uniform(-1, 1, (c, 32, 2)) * (half - cfg.zone_radius - 0.1)
+            dst = np.linalg.norm(t - s, axis=-1)
+            dzt = np.linalg.norm(z - t, axis=-1)
+            dzs = np.linalg.norm(z - s, axis=-1)
+            ok = ((dst >= cfg.table_distance.lo) & (dst <= cfg.table_distance.hi)
+                  & (dzt >= cfg.zone_distance.lo) & (dzt <= cfg.zone_distance.hi) & (dzs > 0.3))
+            idx, good = ok.argmax(axis=1), ok.any(axis=1)
+            rows = np.arange(c)
+            start[todo[good]] = s[rows, idx][good]
+            table[todo[good]] = t[rows, idx][good]
+            zone[todo[good]] = z[rows, idx][good]
+            todo = todo[~good]
+        return start, table, zone
+
+    def _reset_robot(self, ids: np.ndarray) -> None:
+        k = ids.size
+        start, table, zone = self._sample_layout(k)
+        self._layout = (table, zone)
+        heading = self.np_random.uniform(-np.pi, np.pi, k)
+        qpos = self.qpos[ids]
+        b = self._base_qpos
+        qpos[:, b:b + 2] = start
+        qpos[:, b + 2] = 0.06
+        qpos[:, b + 3], qpos[:, b + 6] = np.cos(heading / 2), np.sin(heading / 2)
+        qpos[:, b + 4:b + 6] = 0.0
+        qpos[:, self._wheel_qpos] = 0.0
+        self.qpos[ids] = qpos
+        self.mocap_pos[ids, self._table_mocap, :2] = table
+        self.mocap_pos[ids, self._table_mocap, 2] = self.table_z / 2
+        self.table[ids] = table
+        self._reset_arm(ids)
+        self.ctrl[ids[:, None], self._wheel_act] = 0.0
+
+    def _reset_object(self, ids: np.ndarray) -> None:
+        """The cube on the table, within ``cube_offset`` of its centre, random yaw."""
+        k, rng, cfg = ids.size, self.np_random, self.cfg
+        half = rng.uniform(cfg.object_size.lo, cfg.object_size.hi, k) * self.layout_params["object_size"][ids]
+        geom = self._obj_geom
+        self._geom_size[ids, geom] = half[:, None]
+        self._geom_rbound[ids, geom] = half * np.sqrt(3.0)
+        self._geom_aabb[ids, geom, :3] = 0.0
+        self._geom_aabb[ids, geom, 3:] = half[:, None]
+        self.object_half[ids] = half
+        offset = rng.uniform(-1, 1, (k, 2)) * cfg.cube_offset * self.layout_params["workspace"][ids, None]
+        yaw = rng.uniform(-np.pi, np.pi, k)
+        qpos = self.qpos[ids]
+        a = self._obj_qpos
+        qpos[:, a:a + 2] = self._layout[0] + offset
+        qpos[:, a + 2] = self.table_z + half
+        qpos[:, a + 3], qpos[:, a + 4:a + 6], qpos[:, a + 6] = np.cos(yaw / 2), 0.0, np.sin(yaw / 2)
+        self.qpos[ids] = qpos
+        self.object_rest_z[ids] = self.table_z + half
+
+    def _sample_target(self, ids: np.ndarray) -> np.ndarray:
+        target = np.zeros((ids.size, 3))
+        target[:, :2] = self._layout[1]
+        target[:, 2] = 0.001
+        return target
+
+    def _reset_task_state(self, ids: np.ndarray) -> None:
+        super()._reset_task_state(ids)
+        self.nav_distance[ids] = self._nav_distance()[ids]
+        self.carry_distance[ids] = np.linalg.norm((self.target[ids] - self.object_pos[ids])[:, :2], axis=-1)
+        self.collisions[ids] = 0
+        self.in_collision[ids] = False
+
+    # ------------------------------------------------------------------ step
+    def _nav_distance(self) -> np.ndarray:
+        """Floor-plane distance from the arm mount to the cube."""
+        return np.linalg.norm((self.object_pos - self.site_xpos[:, self._mount_site])[:, :2], axis=-1)
+
+    def _apply_actions(self, actions: np.ndarray) -> None:
+        self.ctrl[:, self._wheel_act] = actions[:, :2] * self.cfg.max_wheel_speed
+        self._apply_arm_actions(actions[:, 2:])
+
+    def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        state = self._update_grasp()
+        rate, limit = self._common_penalties(actions)
+        cfg, w = self.cfg, self.cfg.rewards
+        grasped = state["grasped"]
+        # navigation: toward the cube until it is grasped
+        nav = self._nav_distance()
+        nav_progress = (self.nav_distance - nav) * (1.0 - grasped)
+        self.nav_distance = nav
+        to_cube = self.object_pos[:, :2] - self.qpos[:, self._base_qpos:self._base_qpos + 2]
+        to_cube /= np.maximum(np.linalg.norm(to_cube, axis=-1, keepdims=True), 1e-6)
+        velocity = (self.qvel[:, self._base_dof:self._base_dof + 2] * to_cube).sum(-1) * (1.0 - grasped)
+        # carrying: cube toward the drop zone while grasped
+        carry = np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1)
+        carry_progress = (self.carry_distance - carry) * grasped
+        self.carry_distance = carry
+        success = self._held_success(carry < cfg.zone_radius)
+        bumper = self.sensordata[:, self._bumper]
+        collision = reward_collision(bumper, cfg.collision_force)
+        touching = collision > 0
+        self.collisions += touching & ~self.in_collision
+        self.in_collision = touching
+        reward = (w.nav_progress * nav_progress + w.nav_velocity * velocity
+                  + w.reach * reward_reach(state["ee_obj"], cfg.reach_std)
+                  + w.grasp * grasped
+                  + w.lift * reward_lift(state["lift"], grasped, cfg.lift_height)
+                  + w.carry_progress * carry_progress
+                  + w.carry * reward_place(carry, cfg.carry_std, grasped)
+                  + w.success * reward_success(success)
+                  + w.action_rate * rate + w.joint_limit * limit + w.collision * collision)
+        return reward, success & cfg.terminate_on_success
+
+    def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        return {**super()._episode_info(ids), "collisions": self.collisions[ids].astype(np.float64)}
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        terms = super()._observe()
+        b, v = self._base_qpos, self._base_dof
+        xy, yaw = self.qpos[:, b:b + 2], yaw_of(self.qpos[:, b + 3:b + 7])
+        c, s = np.cos(yaw), np.sin(yaw)
+        forward = c * self.qvel[:, v] + s * self.qvel[:, v + 1]
+        delta = self.table - xy
+        terms["base_velocity"] = np.stack([forward, self.qvel[:, v + 5]], axis=-1)
+        terms["table"] = np.stack([c * delta[:, 0] + s * delta[:, 1], -s * delta[:, 0] + c * delta[:, 1]], axis=-1)
+        terms["base_pose"] = np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1)
+        terms["bumper"] = self.sensordata[:, self._bumper]
+        return terms
+
+
+__all__ = ["ARM_JOINTS", "FINGER_OPEN", "MobilePickConfig", "MobilePickEnv", "default_config"]

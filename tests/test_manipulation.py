@@ -1,0 +1,254 @@
+"""Arm tasks (Reach, Push, PickPlace) and MobilePick: model sanity, scripted grasp, reward terms on
+hand-built states, success detection, randomization of the object."""
+
+import gymnasium
+import mujoco
+import numpy as np
+import pytest
+import robolearn.envs  # noqa: F401  (registers the tasks)
+from gymnasium.utils.env_checker import check_env
+from robolearn.envs.arm import PickPlaceEnv, PushEnv, ReachEnv
+from robolearn.envs.arm.base import (
+    grasp_indicator,
+    reward_lift,
+    reward_place,
+    reward_reach,
+)
+from robolearn.envs.arm.model import ARM_BODIES, ARM_JOINTS, FINGER_OPEN, build_model
+
+from robolearn.config import RandomizationConfig
+
+ARM_TASKS = ["robolearn/Reach-v0", "robolearn/Push-v0", "robolearn/PickPlace-v0", "robolearn/MobilePick-v0"]
+SCENES = [("robolearn.envs.arm", "tabletop.xml"), ("robolearn.envs.mobile", "mobile_arena.xml")]
+
+
+def ik(model, data, goal, q0, iters=40):
+    """Arm joint positions putting the ``ee`` site at ``goal`` with the gripper pointing down
+    (damped least squares on a scratch copy of ``data``)."""
+    scratch = mujoco.MjData(model)
+    scratch.qpos[:] = data.qpos
+    adr = [model.jnt_qposadr[model.joint(j).id] for j in ARM_JOINTS]
+    dof = [model.jnt_dofadr[model.joint(j).id] for j in ARM_JOINTS]
+    scratch.qpos[adr] = q0
+    site = model.site("ee").id
+    for _ in range(iters):
+        mujoco.mj_kinematics(model, scratch)
+        mujoco.mj_comPos(model, scratch)
+        jp, jr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+        mujoco.mj_jacSite(model, scratch, jp, jr, site)
+        z = scratch.site_xmat[site].reshape(3, 3)[:, 2]
+        err = np.concatenate([goal - scratch.site_xpos[site], np.cross(z, [0, 0, -1])[:2]])
+        jac = np.vstack([jp[:, dof], jr[:2, dof]])
+        scratch.qpos[adr] += jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(5), err)
+    return scratch.qpos[adr].copy()
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_model_sanity(scene):
+    model = build_model(*scene)
+    for name in ARM_BODIES + ("object",):
+        assert model.body(name).mass[0] > 0, name
+    assert model.body_subtreemass[model.body("arm_base").id] > 4.0  # a ~5 kg arm
+    for i in range(model.nu):
+        joint = model.actuator_trnid[i, 0]
+        if model.actuator_trntype[i] != mujoco.mjtTrn.mjTRN_JOINT or not model.jnt_limited[joint]:
+            continue  # wheels: velocity servos on unlimited joints
+        lo, hi = model.jnt_range[joint]
+        clo, chi = model.actuator_ctrlrange[i]
+        assert lo <= clo < chi <= hi, model.actuator(i).name
+        assert model.actuator_forcerange[i, 1] > 0
+    assert model.opt.integrator == mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    # arm links do not collide with each other: only the hand and finger pads have contype
+    collide = [model.geom(g).name for g in range(model.ngeom) if model.geom_contype[g] & 2]
+    assert sorted(collide) == ["finger_l", "finger_r", "palm"]
+
+
+def test_scripted_sequence_grasps_and_lifts_the_cube():
+    model = build_model("robolearn.envs.arm", "tabletop.xml")
+    data = mujoco.MjData(model)
+    adr = [model.jnt_qposadr[model.joint(j).id] for j in ARM_JOINTS]
+    home = ReachEnv.home
+    data.qpos[adr] = home
+    data.ctrl[:5] = home
+    data.ctrl[5] = FINGER_OPEN
+    mujoco.mj_forward(model, data)
+    cube = data.body("object").xpos.copy()
+    pads = [model.sensor_adr[model.sensor(s).id] for s in ("pad_l", "pad_r")]
+
+    def move(goal, grip, seconds):
+        data.ctrl[:5] = ik(model, data, goal, data.qpos[adr])
+        data.ctrl[5] = grip
+        for _ in range(int(seconds / model.opt.timestep)):
+            mujoco.mj_step(model, data)
+
+    move(cube + [0, 0, 0.1], FINGER_OPEN, 0.8)
+    move(cube, FINGER_OPEN, 0.8)
+    assert np.linalg.norm(data.site("ee").xpos - cube) < 0.01
+    move(cube, 0.0, 0.5)  # close
+    forces = data.sensordata[pads]
+    assert np.all(forces > 1.0)
+    move(cube + [0, 0, 0.15], 0.0, 1.2)  # lift
+    assert data.body("object").xpos[2] > cube[2] + 0.12
+    assert np.all(data.sensordata[pads] > 1.0)
+    move(cube + [0.1, 0.1, 0.15], 0.0, 1.0)  # carry
+    assert data.body("object").xpos[2] > cube[2] + 0.1
+    assert np.linalg.norm(data.body("object").xpos[:2] - (cube[:2] + 0.1)) < 0.03
+
+
+@pytest.mark.parametrize("task", ARM_TASKS)
+def test_check_env_single_view(task):
+    env = gymnasium.make(task, disable_env_checker=True)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape and "critic" in info
+    for _ in range(5):
+        obs, reward, term, trunc, info = env.step(env.action_space.sample())
+        assert np.isfinite(obs).all() and np.isfinite(reward)
+
+
+@pytest.mark.parametrize("task", ARM_TASKS)
+def test_make_vec_entry_point_and_episode_metrics(task):
+    env = gymnasium.make_vec(task, num_envs=3, vectorization_mode="vector_entry_point", episode_seconds=0.4,
+                             nthread=1)
+    assert env.num_envs == 3 and env.max_episode_steps == 10
+    obs, _ = env.reset(seed=0)
+    assert obs["policy"].shape == (3, env.obs_layout["policy"].size)
+    for name in ("joint_pos", "joint_vel", "gripper", "ee_pose", "object_pos", "object_vel", "target", "last_action"):
+        assert name in env.obs_layout["policy"].slices
+    assert "contact_forces" in env.obs_layout["critic"].slices
+    info = {}
+    for _ in range(10):
+        obs, reward, term, trunc, info = env.step(np.zeros((3, env.single_action_space.shape[0])))
+    assert trunc.all() and "episode" in info
+    for key in ("success", "time_to_grasp", "max_lift", "drops"):
+        assert key in env.episode_metrics and key in info["episode"]
+    np.testing.assert_allclose(info["episode"]["time_to_grasp"], 0.4)  # never grasped: the episode's duration
+
+
+def test_reward_terms_on_values():
+    forces = np.array([[3.0, 2.0], [3.0, 0.0], [0.2, 0.3], [3.0, 2.0]])
+    near = np.array([True, True, True, False])
+    np.testing.assert_array_equal(grasp_indicator(forces, near, 1.0), [1, 0, 0, 0])
+    np.testing.assert_allclose(reward_lift(np.array([0.05, 0.05, 0.3]), np.array([1.0, 0.0, 1.0]), 0.1), [0.5, 0, 1])
+    assert reward_reach(np.array([0.0]), 0.1)[0] == 1.0 and reward_reach(np.array([1.0]), 0.1)[0] < 1e-6
+    np.testing.assert_allclose(reward_place(np.zeros(2), 0.1, np.array([1.0, 0.0])), [1.0, 0.0])
+
+
+def _grasp_pose(env, i):
+    """Hand-build env i: gripper around its cube, fingers closed on it, joint targets there."""
+    model = env.model
+    data = env.batch.get_data(i)
+    q = ik(model, data, env.object_pos[i].copy(), env.home)
+    env.qpos[i, env._arm_qpos] = q
+    env.qpos[i, env._finger_qpos] = env.object_half[i]
+    env.qvel[i] = 0.0
+    env.joint_target[i] = q
+    env.batch.forward([i])
+
+
+def test_grasp_indicator_and_lift_gate_on_hand_built_states():
+    env = PickPlaceEnv(num_envs=2, nthread=1, seed=0, table_target_prob=0.0)
+    env.reset(seed=0)
+    _grasp_pose(env, 0)
+    # env 1: the cube floats 8 cm above its resting place, the gripper far away (no grasp)
+    a = env._obj_qpos
+    env.qpos[1, a + 2] = env.object_rest_z[1] + 0.08
+    env.batch.forward([1])
+    close = np.zeros((2, 6))
+    close[:, 5] = 1.0
+    w = env.cfg.rewards
+    _, reward, _, _, _ = env.step(close)
+    assert env.grasped[0] and not env.grasped[1]
+    forces = env.pad_forces()[0]
+    assert forces.sum() > env.cfg.grasp_force and forces.min() > 0
+    # env 1 earns no grasp, lift or place reward although its cube is above the table
+    lift = env.object_pos[1, 2] - env.object_rest_z[1]
+    assert lift > 0.05
+    assert reward[1] < w.reach + 0.01
+    # keep closing and raise the arm: the grasped cube lifts and the lift term pays
+    for _ in range(15):
+        act = close.copy()
+        act[0, 1] = -0.5  # shoulder back: the gripper rises
+        _, reward, _, _, _ = env.step(act)
+    assert env.grasped[0] and env.max_lift[0] > 0.03
+    assert reward[0] > w.grasp + w.lift * 0.3
+
+
+def test_reach_success_within_2cm_held():
+    env = ReachEnv(num_envs=2, nthread=1, seed=0, episode_seconds=0.4)
+    env.reset(seed=0)
+    env.target[0] = env.ee_pos[0] + [0.005, 0, 0]
+    env.target[1] = env.ee_pos[1] + [0.03, 0, 0]  # 3 cm: not a success
+    for step in range(env.cfg.hold_steps):
+        _, reward, term, trunc, info = env.step(np.zeros((2, 6)))
+        assert env.episode_success.tolist() == [step == env.cfg.hold_steps - 1, False]
+    assert not term.any() and reward[0] > env.cfg.rewards.success
+    for _ in range(10 - env.cfg.hold_steps):
+        _, _, term, trunc, info = env.step(np.zeros((2, 6)))
+    assert trunc.all() and info["episode"]["success"].tolist() == [1.0, 0.0]
+    ended = ReachEnv(num_envs=1, nthread=1, seed=0, terminate_on_success=True, hold_steps=1)
+    ended.reset(seed=0)
+    ended.target[0] = ended.ee_pos[0]
+    assert ended.step(np.zeros((1, 6)))[2][0]
+
+
+def test_push_success_when_cube_on_target():
+    env = PushEnv(num_envs=2, nthread=1, seed=0)
+    env.reset(seed=0)
+    env.target[0] = env.object_pos[0] + [0.01, 0.0, 0.0]
+    for _ in range(env.cfg.hold_steps):
+        _, _, term, _, info = env.step(np.zeros((2, 6)))
+    assert env.episode_success.tolist() == [True, False] and not term.any()
+
+
+def test_pickplace_success_needs_the_hold():
+    env = PickPlaceEnv(num_envs=2, nthread=1, seed=0)
+    env.reset(seed=0)
+    env.target[0] = env.object_pos[0].copy()  # the cube already sits on the target (on the table)
+    k = env.cfg.hold_steps
+    assert k > 1
+    for step in range(k):
+        _, reward, term, _, info = env.step(np.zeros((2, 6)))
+        assert env.episode_success[0] == (step == k - 1) and not term.any()
+    assert not env.episode_success[1]
+
+
+def test_object_size_and_mass_randomization_apply():
+    rand = RandomizationConfig.model_validate({"params": {
+        "object_size": {"target": "layout", "select": {"layout": "object_size"}, "op": "scale",
+                        "init_range": [0.8, 0.8], "limits": [0.7, 1.2]},
+        "object_mass": {"target": "body_mass", "select": {"bodies": ["object"]}, "op": "scale",
+                        "init_range": [2.0, 2.0], "limits": [0.5, 3.0]},
+        "pad_friction": {"target": "geom_friction", "select": {"geoms": ["finger_l", "finger_r"]}, "op": "scale",
+                         "init_range": [0.5, 0.5], "limits": [0.5, 1.5]},
+    }})
+    env = PickPlaceEnv(num_envs=4, nthread=1, seed=0, randomization=rand)
+    plain = PickPlaceEnv(num_envs=4, nthread=1, seed=0)
+    env.reset(seed=0)
+    plain.reset(seed=0)
+    geom, body = env._obj_geom, env._obj_body
+    np.testing.assert_allclose(env.object_half, plain.object_half * 0.8)
+    np.testing.assert_allclose(env.model_field("geom_size")[:, geom, 0], env.object_half)
+    np.testing.assert_allclose(env.object_pos[:, 2], env.table_z + env.object_half)  # resting on the table
+    np.testing.assert_allclose(env.model_field("body_mass")[:, body], 2 * env.model.body_mass[body])
+    finger = env.model.geom("finger_l").id
+    np.testing.assert_allclose(env.model_field("geom_friction")[:, finger, 0], 0.5 * env.model.geom_friction[finger, 0])
+    assert "randomization" in env.obs_layout["critic"].slices
+
+
+@pytest.mark.parametrize("name", ["reach", "push", "pickplace", "mobile_pick"])
+def test_bundled_configs_build_their_env_with_adr(name):
+    from pathlib import Path
+
+    from robolearn.config import load_config
+    from robolearn.envs import make_env
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    config = load_config(path, ["env.num_envs=4", "env.nthread=1"])
+    assert config.randomization.adr.enabled
+    env = make_env(config.env, seed=0, randomization=config.randomization)
+    obs, _ = env.reset(seed=0)
+    assert obs["critic"].shape[1] == env.obs_layout["critic"].size
+    for _ in range(3):
+        obs, reward, *_ = env.step(np.zeros((4, env.single_action_space.shape[0])))
+    assert np.isfinite(obs["critic"]).all() and np.isfinite(reward).all()
