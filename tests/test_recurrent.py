@@ -287,3 +287,22 @@ def test_navpo_hides_velocity_holds_lidar_and_delays_actions():
     assert fresh == [3, 6]  # the robot moves, but the policy sees a new scan every 3rd step only
     np.testing.assert_allclose(commands[0], 0.0)  # latency 2: the wheels get the action of 2 steps ago
     np.testing.assert_allclose(commands[4], 0.3, rtol=1e-6)
+
+
+def test_navpo_goal_reading_only_every_kth_step_and_no_action_feedback():
+    from robolearn.envs.diffdrive import NavPOEnv
+
+    env = NavPOEnv(num_envs=2, seed=0, nthread=1, goal_period=4, observe_last_action=False)
+    assert "last_action" not in env.obs_layout["policy"].widths
+    assert {"goal_now", "last_action"} <= set(env.obs_layout["critic"].widths)
+    obs, _ = env.reset(seed=0)
+    goal = env.obs_layout["policy"].slices["goal"]
+    goal_now = env.obs_layout["critic"].slices["goal_now"]
+    for t in range(1, 10):
+        obs, *_ = env.step(np.full((2, 2), 0.5, np.float32))
+        reading, truth = obs["policy"][:, goal], obs["critic"][:, goal_now]
+        assert np.all(np.linalg.norm(truth[:, 1:], axis=1) > 0.99)  # a real bearing is a unit vector
+        if t % 4 == 0:
+            np.testing.assert_array_equal(reading, truth)
+        else:
+            np.testing.assert_array_equal(reading, 0.0)  # dropped: zeros, never a real reading
