@@ -252,3 +252,32 @@ def test_bundled_configs_build_their_env_with_adr(name):
     for _ in range(3):
         obs, reward, *_ = env.step(np.zeros((4, env.single_action_space.shape[0])))
     assert np.isfinite(obs["critic"]).all() and np.isfinite(reward).all()
+
+
+def test_scripted_pick_and_place_through_the_action_interface_succeeds():
+    """Joint-delta actions toward IK solutions and the gripper command: reach, close, lift, carry."""
+    env = PickPlaceEnv(num_envs=1, nthread=1, seed=3, table_target_prob=0.0)
+    env.reset(seed=3)
+
+    def go(goal, grip, steps):
+        reward = 0.0
+        for _ in range(steps):
+            q = ik(env.model, env.batch.get_data(0), goal, env.joint_target[0])
+            action = np.zeros((1, 6))
+            action[0, :5] = np.clip((q - env.joint_target[0]) / env.cfg.delta_scale, -1, 1)
+            action[0, 5] = grip
+            reward = env.step(action)[1][0]
+        return reward
+
+    cube, target = env.object_pos[0].copy(), env.target[0].copy()
+    go(cube + [0, 0, 0.08], -1.0, 15)
+    go(cube, -1.0, 15)
+    assert not env.grasped[0]
+    go(cube, 1.0, 8)
+    assert env.grasped[0] and env.grasp_step[0] > 0
+    go(cube + [0, 0, 0.1], 1.0, 15)
+    assert env.grasped[0] and env.max_lift[0] > 0.08
+    reward = go(target, 1.0, 25)
+    assert env.episode_success[0] and np.linalg.norm(env.object_pos[0] - target) < env.cfg.success_radius
+    w = env.cfg.rewards
+    assert reward > w.reach + w.grasp + w.lift + w.success
