@@ -196,9 +196,21 @@ def test_push_success_when_cube_on_target():
     env = PushEnv(num_envs=2, nthread=1, seed=0)
     env.reset(seed=0)
     env.target[0] = env.object_pos[0] + [0.01, 0.0, 0.0]
+    env.target[1] = env.object_pos[1] - [0.0, 0.0, 0.05]  # right below a lifted cube: not a success
     for _ in range(env.cfg.hold_steps):
         _, _, term, _, info = env.step(np.zeros((2, 6)))
     assert env.episode_success.tolist() == [True, False] and not term.any()
+
+
+def test_push_gripper_stays_closed():
+    env = PushEnv(num_envs=1, nthread=1, seed=0)
+    env.reset(seed=0)
+    assert env.action_scale[-1] == 0.0
+    action = np.zeros((1, 6))
+    action[0, 5] = -1.0  # "open": ignored
+    for _ in range(5):
+        env.step(action)
+    assert np.all(env.qpos[0, env._finger_qpos] < 2e-3)
 
 
 def test_pickplace_success_needs_the_hold():

@@ -133,6 +133,8 @@ class ArmTaskEnv(BatchedMujocoEnv):
     scene = ("robolearn.envs.arm", "tabletop.xml")
     #: whether the task uses the object (Reach leaves it on the floor, out of the way)
     uses_object = True
+    #: Push: the fingers stay closed and the gripper action is ignored (scale 0), as a pusher
+    gripper_locked = False
     #: home pose of the arm joints (gripper above the table centre, pointing down)
     home = np.array([0.0, 0.5, 1.7, 0.95, 0.0])
     table_z = TABLE_Z
@@ -202,8 +204,9 @@ class ArmTaskEnv(BatchedMujocoEnv):
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Names, scale and offset of the actions (robot command = action * scale + offset)."""
         names = [f"{j}_delta_rad" for j in ARM_JOINTS] + ["gripper_finger_travel_m"]
-        scale = np.array([self.cfg.delta_scale] * len(ARM_JOINTS) + [-FINGER_OPEN / 2])
-        offset = np.array([0.0] * len(ARM_JOINTS) + [FINGER_OPEN / 2])
+        grip = 0.0 if self.gripper_locked else FINGER_OPEN / 2
+        scale = np.array([self.cfg.delta_scale] * len(ARM_JOINTS) + [-grip])
+        offset = np.array([0.0] * len(ARM_JOINTS) + [grip])
         return names, scale, offset
 
     def _layout_nominal(self) -> dict[str, float]:
@@ -259,12 +262,13 @@ class ArmTaskEnv(BatchedMujocoEnv):
         q = np.clip(q, self._ctrl_lo, self._ctrl_hi)
         qpos = self.qpos[ids]
         qpos[:, self._arm_qpos] = q
-        qpos[:, self._finger_qpos] = FINGER_OPEN
+        grip = 0.0 if self.gripper_locked else FINGER_OPEN
+        qpos[:, self._finger_qpos] = grip
         self.qpos[ids] = qpos
         self.joint_target[ids] = q
         ctrl = self.ctrl[ids]
         ctrl[:, self._arm_act] = q
-        ctrl[:, self._grip_act] = FINGER_OPEN
+        ctrl[:, self._grip_act] = grip
         self.ctrl[ids] = ctrl
 
     def _reset_object(self, ids: np.ndarray) -> None:
@@ -334,7 +338,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
     def _apply_arm_actions(self, actions: np.ndarray) -> None:
         self.joint_target = np.clip(self.joint_target + actions[:, :5] * self.cfg.delta_scale, self._ctrl_lo, self._ctrl_hi)
         self.ctrl[:, self._arm_act] = self.joint_target
-        self.ctrl[:, self._grip_act] = (1.0 - actions[:, 5]) * (FINGER_OPEN / 2)
+        self.ctrl[:, self._grip_act] = actions[:, 5] * self.action_scale[-1] + self.action_offset[-1]
 
     def _apply_actions(self, actions: np.ndarray) -> None:
         self._apply_arm_actions(actions)

@@ -1,9 +1,11 @@
 """``robolearn/Push-v0``: push the cube to a target on the table.
 
 The cube starts on the table; the target is on the table ``target_distance`` away from it (inside
-the target region). Success: the cube's centre within ``success_radius`` (3 cm) of the target in
-the table plane for ``hold_steps`` steps (the episode runs on to its time limit). A cube knocked off
-the table ends the episode as a failure.
+the target region), at the cube's resting height. Success: the cube's centre within
+``success_radius`` (3 cm) of the target for ``hold_steps`` steps (distances are 3-D, so a cube
+carried over the target does not count: it has to be on the table) (the episode runs on to its time limit). A cube knocked off
+the table ends the episode as a failure. The fingers stay closed (a pusher, as in Fetch Push): the
+gripper action is ignored (its scale is 0).
 Reward: reach (shaped gripper-cube distance), place (shaped cube-target distance, a coarse and a
 fine scale), progress (decrease of the cube-target distance), success bonus, action-rate and
 joint-limit penalties.
@@ -78,6 +80,7 @@ class PushEnv(ArmTaskEnv):
     """Batched ``robolearn/Push-v0`` (the gymnasium ``vector_entry_point``)."""
 
     config_cls = PushConfig
+    gripper_locked = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -88,12 +91,12 @@ class PushEnv(ArmTaskEnv):
 
     def _reset_task_state(self, ids: np.ndarray) -> None:
         super()._reset_task_state(ids)
-        self.place_distance[ids] = np.linalg.norm((self.target[ids] - self.object_pos[ids])[:, :2], axis=-1)
+        self.place_distance[ids] = np.linalg.norm(self.target[ids] - self.object_pos[ids], axis=-1)
 
     def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         state = self._update_grasp()
         rate, limit = self._common_penalties(actions)
-        distance = np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1)
+        distance = np.linalg.norm(self.target - self.object_pos, axis=-1)
         progress = self.place_distance - distance
         self.place_distance = distance
         success = self._held_success(distance < self.cfg.success_radius)
