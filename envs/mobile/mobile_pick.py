@@ -56,11 +56,11 @@ class MobilePickConfig(ArmTaskConfig):
     task: str = "robolearn/MobilePick-v0"
     episode_seconds: float = Field(20.0, gt=0.0)
     arena_size: float = Field(4.0, gt=2.0)
-    table_distance: Range = Field(default_factory=lambda: Range(lo=0.9, hi=2.0),
+    table_distance: Range = Field(default_factory=lambda: Range(lo=0.8, hi=1.5),
                                   description="metres, robot start to table centre")
-    zone_distance: Range = Field(default_factory=lambda: Range(lo=1.0, hi=2.5),
+    zone_distance: Range = Field(default_factory=lambda: Range(lo=0.8, hi=1.5),
                                  description="metres, table centre to drop-zone centre")
-    zone_radius: float = Field(0.25, gt=0.0)
+    zone_radius: float = Field(0.3, gt=0.0)
     hold_steps: int = Field(3, ge=1)
     cube_offset: float = Field(0.1, ge=0.0, le=TABLE_HALF - 0.05,
                                description="metres, max offset of the cube from the table centre")
