@@ -396,12 +396,8 @@ class ArmTaskEnv(BatchedMujocoEnv):
         base_pos, rot = self.base_frame()
         ee = self.ee_pos
         ee_rot = np.einsum("nji,njk->nik", rot, self.site_xmat[:, self._ee_site].reshape(-1, 3, 3))
-        a = self._obj_qpos
-        obj = self.qpos[:, a:a + 3]
-        quat = self.qpos[:, a + 3:a + 7]
-        obj_mat = np.empty((self.num_envs, 9))
-        _quat_to_mat(quat, obj_mat)
-        obj_rot = np.einsum("nji,njk->nik", rot, obj_mat.reshape(-1, 3, 3))
+        obj = self.object_pos
+        obj_rot = np.einsum("nji,njk->nik", rot, self.xmat[:, self._obj_body].reshape(-1, 3, 3))
         obj_vel = self.qvel[:, self._obj_dof:self._obj_dof + 3]
         fingers = self.qpos[:, self._finger_qpos]
         finger_vel = self.qvel[:, self._finger_dof]
@@ -424,16 +420,3 @@ class ArmTaskEnv(BatchedMujocoEnv):
             "target_position": to_frame(self.target - base_pos, rot),
         }
 
-
-def _quat_to_mat(quat: np.ndarray, out: np.ndarray) -> None:
-    """Rotation matrices (N, 9) of wxyz quaternions (N, 4)."""
-    w, x, y, z = quat.T
-    out[:, 0] = 1 - 2 * (y * y + z * z)
-    out[:, 1] = 2 * (x * y - w * z)
-    out[:, 2] = 2 * (x * z + w * y)
-    out[:, 3] = 2 * (x * y + w * z)
-    out[:, 4] = 1 - 2 * (x * x + z * z)
-    out[:, 5] = 2 * (y * z - w * x)
-    out[:, 6] = 2 * (x * z - w * y)
-    out[:, 7] = 2 * (y * z + w * x)
-    out[:, 8] = 1 - 2 * (x * x + y * y)
