@@ -73,6 +73,10 @@ class Randomizer:
         self._backlash_out = np.zeros((n, a), np.float32)
         self._obs_bias = {}  # term -> (n, width) per-episode bias
         self._obs_scale = {}
+        #: distributed training: keep boundary results for :meth:`take_results` instead of recording
+        #: them here (rank 0 records every rank's results and broadcasts the ranges)
+        self.defer_results = False
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def seed(self, seed: int | None) -> None:
         """Seed the value and noise draws and ADR's boundary choices (apart from the env's RNG)."""
@@ -263,7 +267,19 @@ class Randomizer:
         tags = self.tags[ids]
         boundary = tags[:, 0] >= 0
         if boundary.any():
-            self.adr.record(tags[boundary], episode[objective][ids][boundary])
+            if self.defer_results:
+                self._pending.append((tags[boundary].copy(), np.asarray(episode[objective][ids][boundary], np.float64)))
+            else:
+                self.adr.record(tags[boundary], episode[objective][ids][boundary])
+
+    def take_results(self) -> tuple[np.ndarray, np.ndarray]:
+        """The deferred boundary results since the last call, in the order they finished: tags
+        (n, 3) and objective values (n,) for :meth:`AdrState.record`."""
+        if not self._pending:
+            return np.zeros((0, 3)), np.zeros(0)
+        tags, perf = (np.concatenate(parts) for parts in zip(*self._pending))
+        self._pending.clear()
+        return tags, perf
 
     def normalized_values(self) -> np.ndarray:
         """Per-env values mapped to [-1, 1] over each parameter's limits (the critic's view)."""

@@ -1,6 +1,7 @@
 """``robolearn`` command line.
 
-    robolearn train CONFIG [KEY=VALUE ...] [--run-dir DIR] [--resume RUN_DIR|CHECKPOINT]
+    robolearn train CONFIG [KEY=VALUE ...] [--run-dir DIR] [--resume RUN_DIR|CHECKPOINT] [--nproc K]
+    torchrun --nproc_per_node=K -m robolearn train CONFIG ...   (the same as --nproc K; multi-node too)
     robolearn eval RUN_DIR|CHECKPOINT [--episodes N] [--num-envs N] [--json] [--video out.mp4]
     robolearn envs                                  registered tasks with obs / action sizes
     robolearn config CONFIG [KEY=VALUE ...]         print the resolved, validated config
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,24 +28,90 @@ class CommandError(RuntimeError):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
+#: set by ``train --nproc`` for its torchrun workers: rank 0 writes its exit code there, because
+#: torchrun itself exits 1 for any failed worker
+EXIT_CODE_FILE = "ROBOLEARN_EXIT_CODE_FILE"
+
+
+def _default_run_dir(config) -> Path:
+    return Path("runs") / config.experiment / time.strftime("%Y%m%d-%H%M%S")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from robolearn.checkpoint import CheckpointError
+    from robolearn.distributed import Distributed, DistributedError, RanksDiverged, launched_by_torchrun
     from robolearn.runner import OnPolicyRunner, TrainingDiverged
 
     config = load_config(args.config, args.overrides)
+    if args.nproc is not None:
+        if launched_by_torchrun():
+            raise CommandError("--nproc: this process is already a torchrun worker (drop --nproc, or run "
+                               "robolearn train ... --nproc K without torchrun)")
+        if args.nproc > 1:
+            return _launch_torchrun(args, config)
+    try:
+        dist = Distributed.from_env(config.device, config.runner.dist_backend)
+    except DistributedError as err:
+        raise CommandError(str(err)) from None
     try:
         if args.resume:
-            runner = OnPolicyRunner.from_checkpoint(args.resume, config=config, run_dir=args.run_dir)
+            runner = OnPolicyRunner.from_checkpoint(args.resume, config=config, run_dir=args.run_dir, dist=dist)
         else:
-            run_dir = args.run_dir or Path("runs") / config.experiment / time.strftime("%Y%m%d-%H%M%S")
-            runner = OnPolicyRunner(config, run_dir)
+            runner = OnPolicyRunner(config, args.run_dir or _default_run_dir(config), dist=dist)
         runner.learn()
-    except CheckpointError as err:
-        raise CommandError(str(err)) from None
+    except (CheckpointError, RanksDiverged) as err:  # every rank raises these together: rank 0 reports
+        if dist.is_main:
+            print(f"robolearn: {err}", file=sys.stderr)
+        return 1
     except TrainingDiverged as err:
-        print(f"robolearn: {err}", file=sys.stderr)
+        if dist.is_main:
+            print(f"robolearn: {err}", file=sys.stderr)
         return 3
+    finally:
+        dist.shutdown()
     return 0
+
+
+def _launch_torchrun(args: argparse.Namespace, config) -> int:
+    """``train --nproc K``: check what can be checked once, then run K ranks on this machine with
+    ``torchrun --standalone`` and return rank 0's exit code."""
+    import tempfile
+
+    import torch
+
+    from robolearn.distributed import DistributedError, choose_backend, cpu_count, resolve_device, torchrun_command
+
+    try:
+        device = resolve_device(config.device)
+        backend = choose_backend(config.runner.dist_backend, device)
+    except DistributedError as err:
+        raise CommandError(str(err)) from None
+    if backend == "nccl" and torch.cuda.device_count() < args.nproc:
+        raise CommandError(f"--nproc {args.nproc}: nccl needs one GPU per rank, this machine has "
+                           f"{torch.cuda.device_count()} (lower --nproc, or runner.dist_backend=gloo)")
+    argv = ["train", str(args.config), *args.overrides]
+    if args.resume:
+        argv += ["--resume", str(args.resume)]
+    run_dir = args.run_dir or (None if args.resume else _default_run_dir(config))  # one directory for all ranks
+    if run_dir is not None:
+        argv += ["--run-dir", str(run_dir)]
+    env = dict(os.environ)
+    if device.type == "cpu":  # torchrun would set 1; give each rank its share of the cores
+        env.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count() // args.nproc)))
+    with tempfile.TemporaryDirectory(prefix="robolearn-launch-") as tmp:
+        exit_file = Path(tmp) / "rank0_exit_code"
+        env[EXIT_CODE_FILE] = str(exit_file)
+        process = subprocess.Popen(torchrun_command(args.nproc, argv), env=env)
+        # Ctrl-C: torchrun passes it on to the workers (in their own sessions), which save and stop
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            code = process.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        rank0 = exit_file.read_text().strip() if exit_file.exists() else ""
+    if rank0.lstrip("-").isdigit():
+        return int(rank0)  # torchrun reports 1 for any failure (or for a Ctrl-C): give rank 0's own code
+    return code
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -167,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. env.num_envs=64 runner.max_iterations=100")
     p.add_argument("--run-dir", type=Path, help="run directory (default runs/<experiment>/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR|CHECKPOINT", help="continue a run from its last (or this) checkpoint")
+    p.add_argument("--nproc", type=_positive_int, metavar="K",
+                   help="train with K ranks on this machine (launches torchrun; each rank steps env.num_envs envs)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained policy on complete episodes")
@@ -220,7 +291,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (MuJoCo reads MUJOCO_GL when it is first imported)
     os.environ.setdefault("MUJOCO_GL", "egl")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides after an option (train CONFIG --nproc 2 KEY=VALUE) belong to the overrides
+        if not hasattr(args, "overrides") or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    code = _run(args)
+    exit_file = os.environ.get(EXIT_CODE_FILE)
+    if exit_file and os.environ.get("RANK", "0") == "0":  # a worker of train --nproc: tell the launcher
+        Path(exit_file).write_text(str(code))
+    distributed = sys.modules.get("robolearn.distributed")
+    if distributed is not None and distributed.joined_process_group:
+        distributed.exit_worker(code)  # a torchrun worker: see exit_worker for why
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except ConfigError as err:

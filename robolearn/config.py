@@ -160,6 +160,11 @@ class RunnerConfig(StrictModel):
     log_interval: int = Field(1, gt=0)
     checkpoint_interval: int = Field(50, gt=0)
     eval_episodes: int = Field(0, ge=0)
+    # distributed training (torchrun / --nproc; ignored by a single process)
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="auto: nccl on CUDA, gloo on CPU")
+    sync_check_interval: int = Field(
+        10, ge=0, description="compare parameters across ranks every N iterations (0: never)")
 
 
 RANDOMIZATION_TARGETS = {

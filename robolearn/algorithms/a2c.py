@@ -13,6 +13,7 @@ from torch import nn
 from robolearn.algorithms.on_policy import OnPolicyAlgorithm
 
 if TYPE_CHECKING:
+    from robolearn.distributed import Distributed
     from robolearn.storage import Minibatch
 
 
@@ -40,10 +41,12 @@ class A2C(OnPolicyAlgorithm):
         max_grad_norm: float = 1.0,
         normalize_advantage: bool = True,
         device: torch.device | str = "cpu",
+        distributed: Distributed | None = None,
     ) -> None:
         super().__init__(model, num_epochs=1, num_minibatches=1, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
-                         normalize_advantage=normalize_advantage, device=device)
+                         normalize_advantage=normalize_advantage, device=device,
+                         distributed=distributed)
 
     def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,
                     advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

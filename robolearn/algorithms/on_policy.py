@@ -7,6 +7,13 @@ the value loss, the passes over the rollout and what happens to the learning rat
 
 A recurrent model (``model.is_recurrent``) gets minibatches of whole envs and evaluates each
 env's rollout as sequences from the state it had at the rollout's start.
+
+Host syncs: one per update (the logged statistics and the NaN check). The learning rate is a
+0-d tensor on the training device that the fused Adam reads there, so PPO's KL-adaptive rule runs
+on the device without a ``.item()`` per minibatch. With ``distributed`` (several ranks,
+:mod:`robolearn.distributed`), each minibatch's gradients and KL are averaged over the ranks in
+one all-reduce before clipping and the step, advantages are normalised with all ranks' minibatch
+statistics, the logged statistics are rank means, and normaliser moments are merged over ranks.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from robolearn.algorithms.gae import normalize_advantages
 from robolearn.models.actor_critic import gaussian_kl
 
 if TYPE_CHECKING:
+    from robolearn.distributed import Distributed
     from robolearn.storage import Minibatch, RolloutStorage
 
 STAT_NAMES = ("policy_loss", "value_loss", "entropy", "kl", "clip_fraction")
@@ -48,8 +56,10 @@ class OnPolicyAlgorithm:
         max_grad_norm: float = 1.0,
         normalize_advantage: bool = True,
         device: torch.device | str = "cpu",
+        distributed: Distributed | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.distributed = distributed if distributed is not None and distributed.enabled else None
         self.model = model.to(self.device)
         self.num_epochs = num_epochs
         self.num_minibatches = num_minibatches
@@ -57,10 +67,19 @@ class OnPolicyAlgorithm:
         self.lam = lam
         self.value_coef = value_coef
         self.entropy_coef = entropy_coef
-        self.lr = lr
         self.max_grad_norm = max_grad_norm
         self.normalize_advantage = normalize_advantage
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=True)
+        # the lr lives on the device (float64 on CPU: the same numbers as a Python float; the fused
+        # CUDA kernel reads a float32 lr tensor), so an adaptive rule needs no host sync
+        lr_dtype = torch.float32 if self.device.type == "cuda" else torch.float64
+        self.lr_tensor = torch.tensor(lr, dtype=lr_dtype, device=self.device)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.parameters, lr=self.lr_tensor, fused=True)
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate (reading it is a host sync on CUDA)."""
+        return float(self.lr_tensor)
 
     def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,
                     advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +90,14 @@ class OnPolicyAlgorithm:
         return squared_error_value_loss(values, batch.returns)
 
     def on_minibatch_kl(self, kl: torch.Tensor) -> None:
-        """Called with KL(π_old ‖ π_θ) of each minibatch before its gradient step."""
+        """Called with KL(π_old ‖ π_θ) of each minibatch (the mean over ranks) before its gradient
+        step; runs on the device (no host sync)."""
+
+    def _normalize_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
+        if self.distributed is None:
+            return normalize_advantages(advantages)
+        mean, std = self.distributed.mean_std(advantages)
+        return (advantages - mean) / (std + 1e-8)
 
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """Learn from a full rollout, then fold its observations into the model's normalisers and
@@ -93,11 +119,10 @@ class OnPolicyAlgorithm:
             # KL(π_old ‖ π_θ) on this minibatch, before its gradient step
             with torch.no_grad():
                 kl = gaussian_kl(batch.action_mean, batch.action_std, mean, std).mean()
-            self.on_minibatch_kl(kl)
 
             advantages = batch.advantages
             if self.normalize_advantage:
-                advantages = normalize_advantages(advantages)
+                advantages = self._normalize_advantages(advantages)
             policy_loss, clip_fraction = self.policy_loss(log_prob, batch, advantages)
             value_loss = self.value_loss(values, batch)
             entropy = entropy.mean()
@@ -106,14 +131,20 @@ class OnPolicyAlgorithm:
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            if self.distributed is not None:  # DD-PPO: every rank steps with the mean gradient and KL
+                (kl,) = self.distributed.all_reduce_gradients(self.parameters, kl)
+            self.on_minibatch_kl(kl)  # the lr only acts at the step below
+            nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
             self.optimizer.step()
             stat_sums += torch.stack([policy_loss, value_loss, entropy, kl, clip_fraction]).detach()
 
-        # the one host sync of the update (besides an adaptive lr's): statistics and a NaN check
+        # the one host sync of the update: statistics (rank means), the lr and a NaN check
+        stat_means = stat_sums / (self.num_epochs * self.num_minibatches)
+        if self.distributed is not None:
+            self.distributed.all_reduce_mean_(stat_means)
         params_finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
-        *means, finite = torch.cat([stat_sums / (self.num_epochs * self.num_minibatches),
-                                    params_finite.float().unsqueeze(0)]).tolist()
+        *means, finite = torch.cat([stat_means, params_finite.float().unsqueeze(0)]).tolist()
+        lr = self.lr  # the stream is drained by now: no wait
         stats = dict(zip(STAT_NAMES, means))
         if finite != 1.0 or not all(math.isfinite(value) for value in means):
             raise FloatingPointError(
@@ -121,9 +152,14 @@ class OnPolicyAlgorithm:
                 f"parameters finite: {finite == 1.0}); check the env's observations and rewards for "
                 "NaN/inf, or lower the learning rate"
             )
-        self.model.update_normalizers(storage.obs)
+        self.update_normalizers(storage.obs)
         storage.clear()
-        return {**stats, "lr": self.lr}
+        return {**stats, "lr": lr}
+
+    def update_normalizers(self, obs) -> None:
+        """Fold observations into the model's normalisers (merged over ranks when distributed)."""
+        reduce = self.distributed.reduce_moments if self.distributed is not None else None
+        self.model.update_normalizers(obs, reduce)
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "lr": self.lr}
@@ -133,6 +169,6 @@ class OnPolicyAlgorithm:
         self._set_lr(state["lr"])
 
     def _set_lr(self, lr: float) -> None:
-        self.lr = lr
+        self.lr_tensor.fill_(lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.lr_tensor

@@ -12,6 +12,7 @@ from torch import nn
 from robolearn.algorithms.on_policy import OnPolicyAlgorithm, squared_error_value_loss
 
 if TYPE_CHECKING:
+    from robolearn.distributed import Distributed
     from robolearn.storage import Minibatch
 
 MIN_LR, MAX_LR = 1e-5, 1e-2
@@ -47,12 +48,22 @@ def adapt_learning_rate(lr: float, kl: float, desired_kl: float) -> float:
     return lr
 
 
+@torch.no_grad()
+def adapt_learning_rate_(lr: torch.Tensor, kl: torch.Tensor, desired_kl: float) -> torch.Tensor:
+    """:func:`adapt_learning_rate` on tensors, in place on ``lr`` (a 0-d tensor): no host sync.
+    The comparisons run in ``lr``'s dtype (float64 on CPU: the same decisions as the float rule)."""
+    kl = kl.to(lr.dtype)
+    lowered = (lr / 1.5).clamp_min(MIN_LR)
+    raised = (lr * 1.5).clamp_max(MAX_LR)
+    return lr.copy_(torch.where(kl > 2.0 * desired_kl, lowered, torch.where(kl < 0.5 * desired_kl, raised, lr)))
+
+
 class PPO(OnPolicyAlgorithm):
     """Updates an actor-critic (MLP or recurrent) from a full :class:`RolloutStorage`, ``num_epochs``
     passes of ``num_minibatches`` minibatches each.
 
     Keyword arguments equal the fields of ``robolearn.config.AlgorithmConfig`` (less ``name`` and
-    ``num_steps``).
+    ``num_steps``), plus the ``device`` and, for data-parallel training, the ``distributed`` context.
     """
 
     def __init__(
@@ -72,12 +83,14 @@ class PPO(OnPolicyAlgorithm):
         max_grad_norm: float = 1.0,
         normalize_advantage: bool = True,
         device: torch.device | str = "cpu",
+        distributed: Distributed | None = None,
     ) -> None:
         if lr_schedule not in ("adaptive", "fixed"):
             raise ValueError(f"lr_schedule must be 'adaptive' or 'fixed', got {lr_schedule!r}")
         super().__init__(model, num_epochs, num_minibatches, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
-                         normalize_advantage=normalize_advantage, device=device)
+                         normalize_advantage=normalize_advantage, device=device,
+                         distributed=distributed)
         self.clip_ratio = clip_ratio
         self.clip_value = clip_value
         self.lr_schedule = lr_schedule
@@ -94,4 +107,4 @@ class PPO(OnPolicyAlgorithm):
 
     def on_minibatch_kl(self, kl: torch.Tensor) -> None:
         if self.lr_schedule == "adaptive":
-            self._set_lr(adapt_learning_rate(self.lr, kl.item(), self.desired_kl))
+            adapt_learning_rate_(self.lr_tensor, kl, self.desired_kl)

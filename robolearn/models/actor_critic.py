@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from robolearn.models.normalizer import EmpiricalNormalizer
+from robolearn.models.normalizer import EmpiricalNormalizer, ReduceMoments
 
 LOG_2PI = math.log(2.0 * math.pi)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -58,11 +58,13 @@ def build_obs_normalizers(obs_dims: Mapping[str, int], critic_obs: str, normaliz
 
 
 @torch.no_grad()
-def update_obs_normalizers(normalizers: nn.ModuleDict, obs: Mapping[str, torch.Tensor]) -> None:
-    """Fold a batch of observations (any leading shape) into each group's normaliser statistics."""
+def update_obs_normalizers(normalizers: nn.ModuleDict, obs: Mapping[str, torch.Tensor],
+                           reduce: ReduceMoments | None = None) -> None:
+    """Fold a batch of observations (any leading shape) into each group's normaliser statistics
+    (``reduce``: merge the batch moments across distributed ranks first)."""
     for group, normalizer in normalizers.items():
         if isinstance(normalizer, EmpiricalNormalizer):
-            normalizer.update(obs[group])
+            normalizer.update(obs[group], reduce)
 
 
 def gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,6 +140,6 @@ class ActorCritic(nn.Module):
         """V_φ(s), ``[N]``."""
         return self.critic(self.obs_normalizers[self.critic_obs](obs[self.critic_obs])).squeeze(-1)
 
-    def update_normalizers(self, obs: Mapping[str, torch.Tensor]) -> None:
+    def update_normalizers(self, obs: Mapping[str, torch.Tensor], reduce: ReduceMoments | None = None) -> None:
         """Fold a batch of observations (any leading shape) into each group's statistics."""
-        update_obs_normalizers(self.obs_normalizers, obs)
+        update_obs_normalizers(self.obs_normalizers, obs, reduce)

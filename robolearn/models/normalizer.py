@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+#: (count, mean, population variance) of this process's batch -> the same of all processes' batches
+ReduceMoments = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class EmpiricalNormalizer(nn.Module):
@@ -27,15 +32,26 @@ class EmpiricalNormalizer(nn.Module):
         return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        """Fold a batch ``[..., dim]`` into the statistics (no-op in eval mode or past ``until``)."""
+    def update(self, x: torch.Tensor, reduce: ReduceMoments | None = None) -> None:
+        """Fold a batch ``[..., dim]`` into the statistics (no-op in eval mode or past ``until``).
+
+        ``reduce`` (distributed training: :meth:`robolearn.distributed.Distributed.reduce_moments`)
+        turns this rank's batch moments into those of every rank's batches concatenated, so all
+        ranks fold in the same statistics; it is called on every rank, even with an empty batch.
+        """
         x = x.reshape(-1, x.shape[-1])
-        if not self.training or x.shape[0] == 0:
+        if not self.training or (x.shape[0] == 0 and reduce is None):
             return
         if self.until is not None and self.count.item() >= self.until:
             return
-        var, mean = torch.var_mean(x, dim=0, correction=0)
-        self.merge(x.shape[0], mean, var)
+        if x.shape[0] == 0:
+            mean, var = x.new_zeros(x.shape[-1]), x.new_zeros(x.shape[-1])
+        else:
+            var, mean = torch.var_mean(x, dim=0, correction=0)
+        count: int | torch.Tensor = x.shape[0]
+        if reduce is not None:
+            count, mean, var = reduce(x.shape[0], mean, var)
+        self.merge(count, mean, var)
 
     @torch.no_grad()
     def merge(self, count: int | float | torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:

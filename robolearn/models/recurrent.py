@@ -22,6 +22,7 @@ from torch import nn
 
 from robolearn.models.actor_critic import (build_activation, build_mlp, build_obs_normalizers,
                                            gaussian_log_prob_entropy, gaussian_sample, update_obs_normalizers)
+from robolearn.models.normalizer import ReduceMoments
 from robolearn.models.trajectories import Trajectories
 
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -157,6 +158,6 @@ class RecurrentActorCritic(nn.Module):
         """Normalise one observation group and run it through ``memory``'s encoder."""
         return memory.encoder(self.obs_normalizers[group](obs[group]))
 
-    def update_normalizers(self, obs: Mapping[str, torch.Tensor]) -> None:
+    def update_normalizers(self, obs: Mapping[str, torch.Tensor], reduce: ReduceMoments | None = None) -> None:
         """Fold a batch of observations (any leading shape) into each group's statistics."""
-        update_obs_normalizers(self.obs_normalizers, obs)
+        update_obs_normalizers(self.obs_normalizers, obs, reduce)
