@@ -61,7 +61,7 @@ def train(num_envs: int, ranks: int, seconds: float, run_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
-    parser.add_argument("--two-rank-envs", type=int, nargs="+", default=[256, 1024],
+    parser.add_argument("--two-rank-envs", type=int, nargs="*", default=[256, 1024],
                         help="total envs N of the 2-rank cases (N/2 per rank, and N per rank)")
     parser.add_argument("--seconds", type=float, default=20.0, help="training seconds per case")
     parser.add_argument("--plot", type=Path, default=ROOT / "runs" / "bench" / "scaling.png")
