@@ -271,16 +271,24 @@ class ArmTaskEnv(BatchedMujocoEnv):
         ctrl[:, self._grip_act] = grip
         self.ctrl[ids] = ctrl
 
-    def _reset_object(self, ids: np.ndarray) -> None:
-        """Cube size (per-env geom fields), resting pose on the table (or parked) and yaw."""
-        k, rng, cfg = ids.size, self.np_random, self.cfg
-        half = rng.uniform(cfg.object_size.lo, cfg.object_size.hi, k) * self.layout_params["object_size"][ids]
+    def _resize_object(self, ids: np.ndarray) -> np.ndarray:
+        """Draw each env's cube half side (``object_size`` times the layout parameter), write it to
+        the per-env geom fields and return it."""
+        cfg = self.cfg
+        half = self.np_random.uniform(cfg.object_size.lo, cfg.object_size.hi, ids.size) \
+            * self.layout_params["object_size"][ids]
         geom = self._obj_geom
         self._geom_size[ids, geom] = half[:, None]
         self._geom_rbound[ids, geom] = half * np.sqrt(3.0)
         self._geom_aabb[ids, geom, :3] = 0.0
         self._geom_aabb[ids, geom, 3:] = half[:, None]
         self.object_half[ids] = half
+        return half
+
+    def _reset_object(self, ids: np.ndarray) -> None:
+        """Cube size (per-env geom fields), resting pose on the table (or parked) and yaw."""
+        k, rng, cfg = ids.size, self.np_random, self.cfg
+        half = self._resize_object(ids)
         if self.uses_object:
             pos = self.world_of(self._sample_region(cfg.object_region, ids), ids)
             pos[:, 2] = self.table_z + half

@@ -156,13 +156,7 @@ class MobilePickEnv(ArmTaskEnv):
     def _reset_object(self, ids: np.ndarray) -> None:
         """The cube on the table, within ``cube_offset`` of its centre, random yaw."""
         k, rng, cfg = ids.size, self.np_random, self.cfg
-        half = rng.uniform(cfg.object_size.lo, cfg.object_size.hi, k) * self.layout_params["object_size"][ids]
-        geom = self._obj_geom
-        self._geom_size[ids, geom] = half[:, None]
-        self._geom_rbound[ids, geom] = half * np.sqrt(3.0)
-        self._geom_aabb[ids, geom, :3] = 0.0
-        self._geom_aabb[ids, geom, 3:] = half[:, None]
-        self.object_half[ids] = half
+        half = self._resize_object(ids)
         offset = rng.uniform(-1, 1, (k, 2)) * cfg.cube_offset * self.layout_params["workspace"][ids, None]
         yaw = rng.uniform(-np.pi, np.pi, k)
         qpos = self.qpos[ids]
