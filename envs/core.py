@@ -127,6 +127,16 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
             self.randomizer = Randomizer(self, randomization, seed=seed)
 
     # ------------------------------------------------------------------ per-env model fields
+    @classmethod
+    def resolve_config(cls, config: Any, num_envs: int | None, overrides: dict[str, Any]) -> Any:
+        """The task's ``config_cls`` from a config object or dict, with keyword overrides and
+        ``num_envs`` (when given) applied on top."""
+        cfg = config if isinstance(config, cls.config_cls) else cls.config_cls.model_validate(dict(config or {}))
+        if overrides or num_envs is not None:
+            cfg = cls.config_cls.model_validate({**cfg.model_dump(), **overrides,
+                                                 **({"num_envs": num_envs} if num_envs is not None else {})})
+        return cfg
+
     def model_field(self, name: str) -> np.ndarray:
         """Live per-env values (N, ...) of a model field, via ``Batch.expand``.
 

@@ -142,10 +142,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
     def __init__(self, num_envs: int | None = None, config: ArmTaskConfig | dict | None = None,
                  seed: int | None = None, render_mode: str | None = None,
                  randomization: RandomizationConfig | dict | None = None, **overrides):
-        cfg = config if isinstance(config, self.config_cls) else self.config_cls.model_validate(dict(config or {}))
-        if overrides or num_envs is not None:
-            cfg = self.config_cls.model_validate({**cfg.model_dump(), **overrides,
-                                                  **({"num_envs": num_envs} if num_envs is not None else {})})
+        cfg = self.resolve_config(config, num_envs, overrides)
         self.cfg = cfg
         model = build_model(*self.scene)
         frame_skip = max(1, int(round(1.0 / (cfg.control_hz * model.opt.timestep))))

@@ -143,10 +143,7 @@ class NavEnv(BatchedMujocoEnv):
     def __init__(self, num_envs: int | None = None, config: NavConfig | dict | None = None,
                  seed: int | None = None, render_mode: str | None = None,
                  randomization: RandomizationConfig | dict | None = None, **overrides):
-        cfg = config if isinstance(config, self.config_cls) else self.config_cls.model_validate(dict(config or {}))
-        if overrides or num_envs is not None:
-            cfg = self.config_cls.model_validate({**cfg.model_dump(), **overrides,
-                                                  **({"num_envs": num_envs} if num_envs is not None else {})})
+        cfg = self.resolve_config(config, num_envs, overrides)
         self.cfg = cfg
         xml = resources.files("robolearn.envs.diffdrive").joinpath("nav_arena.xml").read_text()
         model = mujoco.MjModel.from_xml_string(xml)
