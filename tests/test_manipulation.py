@@ -15,6 +15,8 @@ from robolearn.envs.arm.base import (
     reward_reach,
 )
 from robolearn.envs.arm.model import ARM_BODIES, ARM_JOINTS, FINGER_OPEN, build_model
+from robolearn.envs.diffdrive.nav import yaw_of
+from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
 
 from robolearn.config import RandomizationConfig
 
@@ -293,3 +295,113 @@ def test_scripted_pick_and_place_through_the_action_interface_succeeds():
     assert env.episode_success[0] and np.linalg.norm(env.object_pos[0] - target) < env.cfg.success_radius
     w = env.cfg.rewards
     assert reward > w.reach + w.grasp + w.lift + w.success
+
+
+# ---------------------------------------------------------------------------------------------
+# MobilePick
+
+
+def _layout_randomization(**values):
+    """Fixed layout parameters through the randomization config (what the ADR curriculum sets)."""
+    params = {name: {"target": "layout", "select": {"layout": name}, "op": "set", "init_range": [v, v]}
+              for name, v in values.items()}
+    return RandomizationConfig.model_validate({"params": params})
+
+
+EASY = dict(table_distance=0.6, zone_distance=0.7, zone_bearing=1.5, heading_noise=0.3)
+
+
+def _mobile_layout(env):
+    b = env._base_qpos
+    start, table, zone = env.qpos[:, b:b + 2], env.table, env.target[:, :2]
+    bearing = lambda p: np.arctan2(p[:, 1] - table[:, 1], p[:, 0] - table[:, 0])  # noqa: E731
+    zone_vs_start = np.abs((bearing(zone) - bearing(start) + np.pi) % (2 * np.pi) - np.pi)
+    to_table = np.arctan2(table[:, 1] - start[:, 1], table[:, 0] - start[:, 0])
+    heading_error = np.abs((yaw_of(env.qpos[:, b + 3:b + 7]) - to_table + np.pi) % (2 * np.pi) - np.pi)
+    clearance = np.linalg.norm(np.maximum(np.abs(start - table) - TABLE_HALF, 0.0), axis=-1)
+    return (np.linalg.norm(start - table, axis=-1), np.linalg.norm(zone - table, axis=-1), zone_vs_start,
+            heading_error, clearance)
+
+
+def test_mobile_pick_layout_parameters_set_the_curriculum():
+    env = MobilePickEnv(num_envs=256, nthread=1, seed=0, randomization=_layout_randomization(**EASY))
+    env.reset(seed=0)
+    start_d, zone_d, zone_vs_start, heading_error, clearance = _mobile_layout(env)
+    np.testing.assert_allclose(start_d, 0.6, atol=1e-9)  # upper end 0.6 < configured lo 0.8: exactly 0.6
+    np.testing.assert_allclose(zone_d, 0.7, atol=1e-9)
+    assert zone_vs_start.max() <= 1.5 + 1e-9 and heading_error.max() <= 0.3 + 1e-6
+    assert clearance.min() >= 0.3 - 1e-9  # the base (radius 0.25) starts clear of the table
+    # nominal (no randomization): the full task
+    env = MobilePickEnv(num_envs=256, nthread=1, seed=0)
+    env.reset(seed=0)
+    start_d, zone_d, zone_vs_start, heading_error, clearance = _mobile_layout(env)
+    cfg = env.cfg
+    assert cfg.table_distance.lo <= start_d.min() and start_d.max() <= cfg.table_distance.hi
+    assert cfg.zone_distance.lo <= zone_d.min() and zone_d.max() <= cfg.zone_distance.hi
+    assert zone_vs_start.max() > 2.8 and heading_error.max() > 2.8  # zone behind the table, robot facing away
+    assert clearance.min() >= 0.3 - 1e-9
+
+
+def test_mobile_pick_config_rejects_layouts_that_do_not_fit():
+    with pytest.raises(ValueError, match="table_distance.lo=0.5"):
+        MobilePickEnv(num_envs=1, table_distance=[0.5, 1.0])
+    with pytest.raises(ValueError, match="zone_distance.lo=0.4"):
+        MobilePickEnv(num_envs=1, zone_distance=[0.4, 1.0])
+    assert CLOSEST_START == pytest.approx(0.6)
+
+
+def test_mobile_pick_cube_in_the_zone_without_a_grasp_is_no_success():
+    env = MobilePickEnv(num_envs=1, nthread=1, seed=0)
+    env.reset(seed=0)
+    zone = env.target[0, :2].copy()
+    env.mocap_pos[0, env._table_mocap, :2] = zone  # move the table under the zone, the cube onto it
+    env.table[0] = zone
+    qpos = env.qpos[0].copy()
+    qpos[env._obj_qpos:env._obj_qpos + 3] = [zone[0], zone[1], env.object_rest_z[0]]
+    env.qpos[0] = qpos
+    for _ in range(env.cfg.hold_steps + 2):
+        _, _, term, _, _ = env.step(np.zeros((1, 8)))
+        assert not term[0]
+    assert np.linalg.norm(env.object_pos[0, :2] - zone) < env.cfg.zone_radius
+    assert not env.grasped[0] and not env.episode_success[0]
+
+
+def test_scripted_mobile_pick_drives_grasps_and_delivers_the_cube():
+    """The easiest curriculum layout through the action interface: drive up to the table, grasp and
+    lift the cube with IK-guided joint deltas, turn and drive until the held cube is over the zone."""
+    env = MobilePickEnv(num_envs=1, nthread=1, seed=1, randomization=_layout_randomization(**EASY))
+    env.reset(seed=1)
+    b = env._base_qpos
+
+    def step(wheels, grip, arm_goal=None):
+        action = np.zeros((1, 8))
+        action[0, :2], action[0, 7] = wheels, grip
+        if arm_goal is not None:
+            q = ik(env.model, env.batch.get_data(0), arm_goal, env.joint_target[0])
+            action[0, 2:7] = np.clip((q - env.joint_target[0]) / env.cfg.delta_scale, -1, 1)
+        return env.step(action)[1][0]
+
+    def drive_toward(point, done, grip, steps):
+        for _ in range(steps):
+            if done():
+                return True
+            d = point - env.qpos[0, b:b + 2]
+            err = (np.arctan2(d[1], d[0]) - yaw_of(env.qpos[:, b + 3:b + 7])[0] + np.pi) % (2 * np.pi) - np.pi
+            forward, turn = 0.6 * max(np.cos(err), 0.0) ** 4, np.clip(1.5 * err, -0.6, 0.6)
+            step([forward - turn, forward + turn], grip)
+        return done()
+
+    cube = env.object_pos[0].copy()
+    mount = lambda: env.site_xpos[0, env._mount_site, :2]  # noqa: E731
+    assert drive_toward(cube[:2], lambda: np.linalg.norm(cube[:2] - mount()) < 0.47, -1.0, 150)
+    for _ in range(10):
+        step([0, 0], -1.0)
+    cube = env.object_pos[0].copy()
+    for goal, grip, steps in ((cube + [0, 0, 0.08], -1.0, 15), (cube, -1.0, 15), (cube, 1.0, 8),
+                              (cube + [0, 0, 0.12], 1.0, 15)):
+        for _ in range(steps):
+            step([0, 0], grip, goal)
+    assert env.grasped[0] and env.max_lift[0] > 0.1 and not env.episode_success[0]
+    assert drive_toward(env.target[0, :2], lambda: env.episode_success[0], 1.0, 150)
+    assert env.grasped[0] and np.linalg.norm(env.object_pos[0, :2] - env.target[0, :2]) < env.cfg.zone_radius
+    assert env.episode_step[0] < env.max_episode_steps  # within the episode

@@ -3,8 +3,9 @@
 The mobile manipulator (the differential-drive base of Nav-v0, enlarged, carrying the 5-DOF arm)
 starts at a random pose in a walled 4 m x 4 m arena; a table with the cube on it and a drop zone
 on the floor are placed at random, ``table_distance`` and ``zone_distance`` away.
-Success: the cube's centre inside the drop zone (within ``zone_radius`` in the floor plane) for
-``hold_steps`` consecutive steps (carried over it or put down in it); the episode runs on to its
+Success: the cube held in the gripper with its centre over the drop zone (within ``zone_radius`` in
+the floor plane) for ``hold_steps`` consecutive steps (a cube knocked off the table toward the zone
+is a drop, not a delivery: it ends the episode); the zone never overlaps the table. The episode runs on to its
 time limit.
 
 Actions: left and right wheel velocity (``max_wheel_speed`` rad/s at 1), then the arm's joint
@@ -20,7 +21,7 @@ grasp), success bonus, action-rate, joint-limit and collision penalties.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from robolearn.envs.arm.base import (
     ArmTaskConfig,
     ArmTaskEnv,
@@ -36,17 +37,19 @@ from robolearn.config import Range, StrictModel
 
 ROBOT_RADIUS = 0.3
 TABLE_HALF = 0.25
+CLOSEST_START = TABLE_HALF + ROBOT_RADIUS + 0.05  # metres, start to table centre: clear of it at any bearing within ~25 deg of a side's normal
+MAX_LAYOUT_DISTANCE = 3.0  # metres; farther layouts rarely fit in the 4 m arena
 
 
 class MobilePickRewards(StrictModel):
     nav_progress: float = 1.0
     nav_velocity: float = 0.1
     reach: float = 0.5
-    grasp: float = 1.0
-    lift: float = 2.0
-    carry_progress: float = 2.0
-    carry: float = 1.0
-    success: float = 4.0
+    grasp: float = 0.5  # small next to lift: with grasp 1 / lift 4 a policy learned to hold the cube
+    lift: float = 8.0   # pressed to the table and never lifted it (3.6 M steps)
+    carry_progress: float = 4.0
+    carry: float = 2.0
+    success: float = 8.0
     action_rate: float = -0.005
     joint_limit: float = -0.1
     collision: float = -0.05
@@ -54,7 +57,7 @@ class MobilePickRewards(StrictModel):
 
 class MobilePickConfig(ArmTaskConfig):
     task: str = "robolearn/MobilePick-v0"
-    episode_seconds: float = Field(20.0, gt=0.0)
+    episode_seconds: float = Field(15.0, gt=0.0)
     arena_size: float = Field(4.0, gt=2.0)
     table_distance: Range = Field(default_factory=lambda: Range(lo=0.8, hi=1.5),
                                   description="metres, robot start to table centre")
@@ -69,6 +72,21 @@ class MobilePickConfig(ArmTaskConfig):
     reach_std: float = Field(0.1, gt=0.0)
     carry_std: float = Field(0.5, gt=0.0)
     rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
+
+    @model_validator(mode="after")
+    def _layout_fits(self) -> MobilePickConfig:
+        if self.table_distance.lo < CLOSEST_START:
+            raise ValueError(f"table_distance.lo={self.table_distance.lo} m: the base starts at least {CLOSEST_START} m "
+                             "from the table centre (table half side + robot radius + 5 cm)")
+        if self.zone_distance.lo < TABLE_HALF * np.sqrt(2) + self.zone_radius:
+            raise ValueError(f"zone_distance.lo={self.zone_distance.lo} m: the zone (radius {self.zone_radius} m) "
+                             f"would overlap the table; it starts at least {TABLE_HALF * np.sqrt(2) + self.zone_radius:.3f} m "
+                             "from the table centre")
+        for key in ("table_distance", "zone_distance"):
+            r = getattr(self, key)
+            if r.lo <= 0 or r.lo > r.hi or r.hi > MAX_LAYOUT_DISTANCE:
+                raise ValueError(f"{key}=[{r.lo}, {r.hi}] must satisfy 0 < lo <= hi <= {MAX_LAYOUT_DISTANCE} m")
+        return self
 
 
 def default_config() -> MobilePickConfig:
@@ -110,35 +128,68 @@ class MobilePickEnv(ArmTaskEnv):
         return {"policy": policy, "critic": critic}
 
     # ------------------------------------------------------------------ reset
-    def _sample_layout(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Robot start, table centre and zone centre (k, 2) inside the arena, apart as configured."""
-        rng, cfg = self.np_random, self.cfg
-        half = cfg.arena_size / 2
+    def _layout_nominal(self) -> dict[str, float]:
+        """Besides the cube's size and offset (``object_size``, ``workspace``), four layout
+        parameters a curriculum (ADR, ``op: set``) can grow toward the full task: the upper end of
+        the start-table distance (``table_distance``, metres), of the table-zone distance
+        (``zone_distance``, metres), the most the zone's bearing from the table centre differs from
+        the start's (``zone_bearing``, rad: small keeps the zone on the robot's side of the table,
+        pi puts it anywhere, behind the table too), and the start heading's deviation from facing
+        the table (``heading_noise``, rad). Nominal values are the full task: the configured upper
+        ends, pi and pi."""
+        cfg = self.cfg
+        return {**super()._layout_nominal(), "table_distance": cfg.table_distance.hi,
+                "zone_distance": cfg.zone_distance.hi, "zone_bearing": np.pi, "heading_noise": np.pi}
+
+    @property
+    def closest_zone(self) -> float:
+        """Metres from the table centre to the nearest zone centre that keeps the zone off the table."""
+        return TABLE_HALF * np.sqrt(2) + self.cfg.zone_radius + 0.01
+
+    def _sample_layout(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Robot start, table centre and zone centre (k, 2): the table with room to drive around it,
+        the start ``table_distance`` from the table centre and clear of the table, the zone
+        ``zone_distance`` from the table centre, both inside the arena (the upper ends per env from
+        the layout parameters, the lower ends ``min(configured lo, upper end)``)."""
+        rng, cfg, lp = self.np_random, self.cfg, self.layout_params
+        k, half = ids.size, cfg.arena_size / 2
+        # layout parameters outside what fits are clipped (a curriculum's range may be written loosely)
+        start_hi = np.clip(lp["table_distance"][ids, None], CLOSEST_START, MAX_LAYOUT_DISTANCE)
+        start_lo = np.minimum(cfg.table_distance.lo, start_hi)
+        zone_hi = np.clip(lp["zone_distance"][ids, None], self.closest_zone, MAX_LAYOUT_DISTANCE)
+        zone_lo = np.minimum(cfg.zone_distance.lo, zone_hi)
+        bearing = lp["zone_bearing"][ids, None]
         start, table, zone = np.zeros((k, 2)), np.zeros((k, 2)), np.zeros((k, 2))
         todo = np.arange(k)
-        while todo.size:
+        for _ in range(1000):
+            if not todo.size:
+                return start, table, zone
             c = todo.size
-            s = rng.uniform(-1, 1, (c, 32, 2)) * (half - ROBOT_RADIUS - 0.05)
             t = rng.uniform(-1, 1, (c, 32, 2)) * (half - TABLE_HALF - 0.6)  # room to drive around the table
-            z = rng.uniform(-1, 1, (c, 32, 2)) * (half - cfg.zone_radius - 0.1)
-            dst = np.linalg.norm(t - s, axis=-1)
-            dzt = np.linalg.norm(z - t, axis=-1)
-            dzs = np.linalg.norm(z - s, axis=-1)
-            ok = ((dst >= cfg.table_distance.lo) & (dst <= cfg.table_distance.hi)
-                  & (dzt >= cfg.zone_distance.lo) & (dzt <= cfg.zone_distance.hi) & (dzs > 0.3))
+            start_bearing = rng.uniform(-np.pi, np.pi, (c, 32))
+            zone_bearing = start_bearing + rng.uniform(-1.0, 1.0, (c, 32)) * bearing[todo]
+            s = t + _polar(rng.uniform(start_lo[todo], start_hi[todo], (c, 32)), start_bearing)
+            z = t + _polar(rng.uniform(zone_lo[todo], zone_hi[todo], (c, 32)), zone_bearing)
+            clear = np.linalg.norm(np.maximum(np.abs(s - t) - TABLE_HALF, 0.0), axis=-1) >= ROBOT_RADIUS - 1e-9
+            ok = (clear & (np.abs(s) <= half - ROBOT_RADIUS - 0.05).all(-1)
+                  & (np.abs(z) <= half - cfg.zone_radius - 0.1).all(-1)
+                  & (np.linalg.norm(z - s, axis=-1) > 0.3))
             idx, good = ok.argmax(axis=1), ok.any(axis=1)
             rows = np.arange(c)
             start[todo[good]] = s[rows, idx][good]
             table[todo[good]] = t[rows, idx][good]
             zone[todo[good]] = z[rows, idx][good]
             todo = todo[~good]
-        return start, table, zone
+        raise RuntimeError(f"no MobilePick layout fits a {cfg.arena_size} m arena with table_distance "
+                           f"{start_hi[todo[0], 0]:.2f} m and zone_distance {zone_hi[todo[0], 0]:.2f} m")
 
     def _reset_robot(self, ids: np.ndarray) -> None:
         k = ids.size
-        start, table, zone = self._sample_layout(k)
+        start, table, zone = self._sample_layout(ids)
         self._layout = (table, zone)
-        heading = self.np_random.uniform(-np.pi, np.pi, k)
+        to_table = np.arctan2(table[:, 1] - start[:, 1], table[:, 0] - start[:, 0])
+        noise = self.layout_params["heading_noise"][ids]
+        heading = to_table + self.np_random.uniform(-1.0, 1.0, k) * noise
         qpos = self.qpos[ids]
         b = self._base_qpos
         qpos[:, b:b + 2] = start
@@ -205,7 +256,7 @@ class MobilePickEnv(ArmTaskEnv):
         carry = np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1)
         carry_progress = (self.carry_distance - carry) * grasped
         self.carry_distance = carry
-        success = self._held_success(carry < cfg.zone_radius)
+        success = self._held_success((carry < cfg.zone_radius) & (grasped > 0))
         bumper = self.sensordata[:, self._bumper]
         collision = reward_collision(bumper, cfg.collision_force)
         touching = collision > 0
@@ -236,6 +287,10 @@ class MobilePickEnv(ArmTaskEnv):
         terms["base_pose"] = np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1)
         terms["bumper"] = self.sensordata[:, self._bumper]
         return terms
+
+
+def _polar(radius: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    return radius[..., None] * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
 
 
 __all__ = ["ARM_JOINTS", "FINGER_OPEN", "MobilePickConfig", "MobilePickEnv", "default_config"]
