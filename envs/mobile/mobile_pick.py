@@ -5,8 +5,8 @@ starts at a random pose in a walled 4 m x 4 m arena; a table with the cube on it
 on the floor are placed at random, ``table_distance`` and ``zone_distance`` away.
 Success: the cube held in the gripper with its centre over the drop zone (within ``zone_radius`` in
 the floor plane) for ``hold_steps`` consecutive steps (a cube knocked off the table toward the zone
-is a drop, not a delivery: it ends the episode); the zone never overlaps the table. The episode runs on to its
-time limit.
+is a drop, not a delivery: it ends the episode); the zone never overlaps the table. The episode
+runs on to its time limit.
 
 Actions: left and right wheel velocity (``max_wheel_speed`` rad/s at 1), then the arm's joint
 deltas and gripper command as in the table-top tasks. Observations: the arm terms in the arm-base
@@ -37,8 +37,15 @@ from robolearn.config import Range, StrictModel
 
 ROBOT_RADIUS = 0.3
 TABLE_HALF = 0.25
-CLOSEST_START = TABLE_HALF + ROBOT_RADIUS + 0.05  # metres, start to table centre: clear of it at any bearing within ~25 deg of a side's normal
-MAX_LAYOUT_DISTANCE = 3.0  # metres; farther layouts rarely fit in the 4 m arena
+# metres from the table centre: the closest start (clear of the table within ~25 deg of a side's
+# normal), and the farthest start or zone a layout asks for (farther ones rarely fit the arena)
+CLOSEST_START = TABLE_HALF + ROBOT_RADIUS + 0.05
+MAX_LAYOUT_DISTANCE = 3.0
+
+
+def closest_zone(zone_radius: float) -> float:
+    """Metres from the table centre to the nearest zone centre that keeps the zone off the table."""
+    return TABLE_HALF * np.sqrt(2) + zone_radius + 0.01
 
 
 class MobilePickRewards(StrictModel):
@@ -76,12 +83,12 @@ class MobilePickConfig(ArmTaskConfig):
     @model_validator(mode="after")
     def _layout_fits(self) -> MobilePickConfig:
         if self.table_distance.lo < CLOSEST_START:
-            raise ValueError(f"table_distance.lo={self.table_distance.lo} m: the base starts at least {CLOSEST_START} m "
-                             "from the table centre (table half side + robot radius + 5 cm)")
-        if self.zone_distance.lo < TABLE_HALF * np.sqrt(2) + self.zone_radius:
-            raise ValueError(f"zone_distance.lo={self.zone_distance.lo} m: the zone (radius {self.zone_radius} m) "
-                             f"would overlap the table; it starts at least {TABLE_HALF * np.sqrt(2) + self.zone_radius:.3f} m "
-                             "from the table centre")
+            raise ValueError(f"table_distance.lo={self.table_distance.lo} m: the base starts at least "
+                             f"{CLOSEST_START} m from the table centre (table half side + robot radius + 5 cm)")
+        if self.zone_distance.lo < closest_zone(self.zone_radius):
+            raise ValueError(f"zone_distance.lo={self.zone_distance.lo} m: a zone of radius {self.zone_radius} m "
+                             f"that close would overlap the table; it lies at least "
+                             f"{closest_zone(self.zone_radius):.3f} m from the table centre")
         for key in ("table_distance", "zone_distance"):
             r = getattr(self, key)
             if r.lo <= 0 or r.lo > r.hi or r.hi > MAX_LAYOUT_DISTANCE:
@@ -141,11 +148,6 @@ class MobilePickEnv(ArmTaskEnv):
         return {**super()._layout_nominal(), "table_distance": cfg.table_distance.hi,
                 "zone_distance": cfg.zone_distance.hi, "zone_bearing": np.pi, "heading_noise": np.pi}
 
-    @property
-    def closest_zone(self) -> float:
-        """Metres from the table centre to the nearest zone centre that keeps the zone off the table."""
-        return TABLE_HALF * np.sqrt(2) + self.cfg.zone_radius + 0.01
-
     def _sample_layout(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Robot start, table centre and zone centre (k, 2): the table with room to drive around it,
         the start ``table_distance`` from the table centre and clear of the table, the zone
@@ -156,7 +158,7 @@ class MobilePickEnv(ArmTaskEnv):
         # layout parameters outside what fits are clipped (a curriculum's range may be written loosely)
         start_hi = np.clip(lp["table_distance"][ids, None], CLOSEST_START, MAX_LAYOUT_DISTANCE)
         start_lo = np.minimum(cfg.table_distance.lo, start_hi)
-        zone_hi = np.clip(lp["zone_distance"][ids, None], self.closest_zone, MAX_LAYOUT_DISTANCE)
+        zone_hi = np.clip(lp["zone_distance"][ids, None], closest_zone(cfg.zone_radius), MAX_LAYOUT_DISTANCE)
         zone_lo = np.minimum(cfg.zone_distance.lo, zone_hi)
         bearing = lp["zone_bearing"][ids, None]
         start, table, zone = np.zeros((k, 2)), np.zeros((k, 2)), np.zeros((k, 2))
