@@ -258,7 +258,7 @@ class MobilePickEnv(ArmTaskEnv):
         carry = np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1)
         carry_progress = (self.carry_distance - carry) * grasped
         self.carry_distance = carry
-        success = self._held_success((carry < cfg.zone_radius) & (grasped > 0))
+        success = self._held_success((carry < cfg.zone_radius) & self.grasped)
         bumper = self.sensordata[:, self._bumper]
         collision = reward_collision(bumper, cfg.collision_force)
         touching = collision > 0
