@@ -20,10 +20,10 @@ import torch
 
 from robolearn.deploy.export import export_policy
 from robolearn.deploy.latency import measure_latency
-from robolearn.deploy.policy_module import policy_module
 from robolearn.envs import make_env
 from robolearn.envs.diffdrive import NavConfig
-from robolearn.models import ActorCritic, RecurrentActorCritic
+from robolearn.config import PolicyConfig, RecurrentPolicyConfig
+from robolearn.models import build_policy
 
 GOALS_P99_US = {"MLP 256x256": 50.0, "LSTM 128": 100.0}
 
@@ -36,8 +36,10 @@ def main() -> None:
     env = make_env(NavConfig(num_envs=4, nthread=1), seed=0)
     obs_dims = {group: layout.size for group, layout in env.obs_layout.items()}
     torch.manual_seed(0)
-    models = {"MLP 256x256": ActorCritic(obs_dims, 2, actor_hidden=[256, 256]),
-              "LSTM 128": RecurrentActorCritic(obs_dims, 2, cell="lstm", rnn_hidden=128)}
+    configs = {"MLP 256x256": PolicyConfig(actor_hidden=[256, 256]),
+               "LSTM 128": RecurrentPolicyConfig.model_validate({"class": "lstm", "rnn_hidden": 128,
+                                                                 "actor_hidden": [128]})}
+    models = {name: build_policy(config, obs_dims, 2) for name, config in configs.items()}
     print(f"batch 1, 1 thread, {args.calls} calls each; µs")
     print(f"{'policy':14s}{'path':20s}{'p50':>8s}{'p99':>8s}{'max':>9s}  parity (max abs diff)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +47,7 @@ def main() -> None:
             normalizer = model.obs_normalizers["policy"]  # statistics as after training
             normalizer.mean.normal_()
             normalizer.var.uniform_(0.1, 3.0)
-            export = export_policy(policy_module(model), env, Path(tmp) / name.replace(" ", "_"),
+            export = export_policy(model.deployable_actor(), env, Path(tmp) / name.replace(" ", "_"),
                                    task="robolearn/Nav-v0", formats=["onnx"])
             parity = export.contract["parity"]["max_abs_diff"]["onnxruntime"]
             for path, row in measure_latency(export.out_dir, args.calls).items():

@@ -5,7 +5,7 @@ normalisation, 24 steps x N envs per rollout, 5 epochs x 4 minibatches, Adam at 
 KL-adaptive schedule, per-minibatch advantage normalisation. The env serves precomputed random
 observations and rewards, so what is timed is the learner: rollout collection (policy and value
 inference, storage) plus the update. rsl_rl is driven by its own OnPolicyRunner; robolearn by
-``robolearn.rollout.collect_rollout`` (the runner's loop) and ``PPO.update``. Rounds alternate between the two to share any drift in machine load.
+``robolearn.rollout.collect_rollout`` (the trainer's loop) and ``PPO.update``. Rounds alternate between the two to share any drift in machine load.
 
     python bench/learner_vs_rsl_rl.py --num-envs 256 1024 --iterations 20
 
@@ -28,7 +28,8 @@ from rsl_rl.runners import OnPolicyRunner
 from tensordict import TensorDict
 
 from robolearn.algorithms import PPO
-from robolearn.models import ActorCritic
+from robolearn.config import AlgorithmConfig, PolicyConfig
+from robolearn.models import build_policy
 from robolearn.rollout import EnvStep, collect_rollout
 from robolearn.storage import RolloutStorage
 
@@ -77,11 +78,13 @@ class RobolearnLearner:
 
     def __init__(self, num_envs: int) -> None:
         self.env = ZeroCostEnv(num_envs)
-        self.model = ActorCritic(OBS_DIMS, ACTION_DIM, actor_hidden=HIDDEN, critic_hidden=HIDDEN,
-                                 activation="elu", normalize_obs=True, critic_obs="critic")
-        self.ppo = PPO(self.model, num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
-                       lr_schedule="adaptive", normalize_advantage=True)
-        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM)
+        policy = PolicyConfig(actor_hidden=HIDDEN, critic_hidden=HIDDEN, activation="elu", normalize_obs=True,
+                              critic_obs="critic")
+        self.model = build_policy(policy, OBS_DIMS, ACTION_DIM)
+        self.ppo = PPO(self.model, **AlgorithmConfig(num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
+                                                     lr_schedule="adaptive").algorithm_kwargs())
+        self.state = self.model.initial_state(num_envs)
+        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM, self.state.shape)
         self.obs = self.env.reset()
 
     def learn(self, iterations: int) -> None:
@@ -90,7 +93,7 @@ class RobolearnLearner:
             self.ppo.update(self.storage)
 
     def collect(self) -> None:
-        self.obs, _, _ = collect_rollout(self.model, self.env, self.storage, self.obs)
+        self.obs, self.state, _ = collect_rollout(self.model, self.env, self.storage, self.obs, self.state)
 
 
 # --- rsl_rl -------------------------------------------------------------------------------------

@@ -35,14 +35,14 @@ from learner_vs_rsl_rl import (ACTION_DIM, HIDDEN, NUM_STEPS, OBS_DIMS, RSL_RL_C
                                ZeroCostEnv, steps_per_second)
 from train_vs_sb3 import learn_sb3_for
 from robolearn.algorithms import PPO
-from robolearn.config import load_config
+from robolearn.config import AlgorithmConfig, RecurrentPolicyConfig, load_config
 from robolearn.envs import make_env
-from robolearn.evaluate import evaluate
+from robolearn.evaluation import run_episodes
 from robolearn.logger import ProgressDisplay
-from robolearn.models import RecurrentActorCritic
+from robolearn.models import build_policy
 from robolearn.rollout import collect_rollout
-from robolearn.runner import OnPolicyRunner
 from robolearn.storage import RolloutStorage
+from robolearn.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SEED = 12345
@@ -54,16 +54,16 @@ RNN_HIDDEN = 256
 def train(config_name: str, seconds: float, run_dir: Path):
     config = load_config(ROOT / "configs" / config_name,
                          [f"runner.max_seconds={seconds}", "runner.max_env_steps=null", "device=cpu"])
-    runner = OnPolicyRunner(config, run_dir, progress=ProgressDisplay(log_interval=50))
-    runner.learn()
-    return runner.model.eval(), config, runner.env_steps / runner.wall_s
+    trainer = Trainer(config, run_dir, progress=ProgressDisplay(log_interval=50))
+    trainer.learn()
+    return trainer.policy.eval(), config, trainer.env_steps / trainer.wall_s
 
 
 def success_rate(model, config, episodes: int, num_envs: int = 50) -> float:
     """Deterministic actions on held-out layouts (``robolearn eval``'s episode accounting; a
-    recurrent actor runs through ``actor_step`` with its state zeroed at every episode start)."""
+    recurrent actor runs its memory with the state reset at every episode start)."""
     env = make_env(config.env.model_copy(update={"num_envs": num_envs}), seed=EVAL_SEED)
-    return evaluate(model, env, episodes)["success_rate"]
+    return run_episodes(model, env, episodes)["success_rate"]
 
 
 # --- 2. sb3-contrib RecurrentPPO on NavPO -----------------------------------------------------------
@@ -82,12 +82,13 @@ class RobolearnRecurrentLearner:
 
     def __init__(self, num_envs: int) -> None:
         self.env = ZeroCostEnv(num_envs)
-        self.model = RecurrentActorCritic(OBS_DIMS, ACTION_DIM, cell="lstm", rnn_hidden=RNN_HIDDEN, rnn_layers=1,
-                                          actor_hidden=HIDDEN, critic_hidden=HIDDEN, activation="elu",
-                                          normalize_obs=True, critic_obs="critic")
-        self.ppo = PPO(self.model, num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
-                       lr_schedule="adaptive", normalize_advantage=True)
-        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM, state_shape=self.model.state_shape)
+        policy = RecurrentPolicyConfig.model_validate({
+            "class": "lstm", "rnn_hidden": RNN_HIDDEN, "rnn_layers": 1, "actor_hidden": HIDDEN, "critic_hidden": HIDDEN,
+            "activation": "elu", "normalize_obs": True, "critic_obs": "critic"})
+        self.model = build_policy(policy, OBS_DIMS, ACTION_DIM)
+        self.ppo = PPO(self.model, **AlgorithmConfig(num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
+                                                     lr_schedule="adaptive").algorithm_kwargs())
+        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM, self.model.initial_state(num_envs).shape)
         self.obs, self.state = self.env.reset(), self.model.initial_state(num_envs)
 
     def learn(self, iterations: int) -> None:

@@ -26,9 +26,9 @@ import torch
 import robolearn.envs  # noqa: F401  (registers the tasks)
 from robolearn.config import load_config
 from robolearn.envs import make_env
-from robolearn.evaluate import evaluate
+from robolearn.evaluation import run_episodes
 from robolearn.logger import ProgressDisplay
-from robolearn.runner import OnPolicyRunner
+from robolearn.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SEED = 12345
@@ -37,22 +37,29 @@ EVAL_SEED = 12345
 def train_robolearn(seconds: float, run_dir: Path):
     config = load_config(ROOT / "configs" / "nav.yaml", [f"runner.max_seconds={seconds}", "runner.max_env_steps=null",
                                                         "device=cpu"])
-    runner = OnPolicyRunner(config, run_dir, progress=ProgressDisplay(log_interval=50))
+    trainer = Trainer(config, run_dir, progress=ProgressDisplay(log_interval=50))
     start = time.perf_counter()
-    runner.learn()
+    trainer.learn()
     elapsed = time.perf_counter() - start
-    return runner.model.eval(), config, runner.env_steps, elapsed
+    return trainer.policy.eval(), config, trainer.env_steps, elapsed
 
 
 class SB3Policy:
-    """Lets :func:`robolearn.evaluate.evaluate` drive an SB3 model (it reads the policy group)."""
+    """Lets :func:`robolearn.evaluation.run_episodes` drive an SB3 model (deterministic actions
+    from the policy group; SB3 keeps no state between calls of an MLP policy)."""
 
     def __init__(self, model):
         self.model = model
 
-    def act_deterministic(self, obs):
+    def initial_state(self, num_envs):
+        return torch.zeros(num_envs, 0)
+
+    def reset_state(self, state, dones):
+        return state
+
+    def act_inference(self, obs, state):
         actions, _ = self.model.predict(obs["policy"].numpy(), deterministic=True)
-        return torch.as_tensor(actions)
+        return torch.as_tensor(actions), state
 
 
 def learn_sb3_for(seconds: float, algorithm, policy: str, task: str, seed: int):
@@ -95,10 +102,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours, config, ours_steps, ours_s = train_robolearn(args.seconds, Path(tmp) / "run")
         eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=EVAL_SEED)
-        ours_eval = evaluate(ours, eval_env, args.episodes)
+        ours_eval = run_episodes(ours, eval_env, args.episodes)
     sb3, sb3_steps, sb3_s = train_sb3(args.seconds, seed=config.seed)
     eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=EVAL_SEED)
-    sb3_eval = evaluate(sb3, eval_env, args.episodes)
+    sb3_eval = run_episodes(sb3, eval_env, args.episodes)
 
     rows = [("robolearn PPO (256 envs)", ours_steps, ours_s, ours_eval),
             ("SB3 PPO (8 envs, DummyVecEnv)", sb3_steps, sb3_s, sb3_eval)]

@@ -32,20 +32,28 @@ class RunnerPolicy:
         self.scale = np.asarray(contract["action"]["scale"], np.float32)
         self.offset = np.asarray(contract["action"]["offset"], np.float32)
         self.actions = np.zeros((env.num_envs, contract["action"]["dim"]), np.float32)
-        env.before_reset_hooks.append(self.reset)
 
-    def reset(self, ids: np.ndarray) -> None:
-        """Start new episodes for the envs ``ids``."""
-        for i in ids:
+    def initial_state(self, num_envs: int) -> torch.Tensor:
+        """The runners carry their recurrent state themselves: an empty state, reset by :meth:`reset_state`."""
+        import torch
+
+        for runner in self.runners:
+            runner.reset()
+        return torch.zeros(num_envs, 0)
+
+    def reset_state(self, state: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """Start new episodes in the runners of the envs where ``dones``."""
+        for i in np.flatnonzero(dones.numpy()):
             self.runners[i].reset()
+        return state
 
-    def act_deterministic(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def act_inference(self, obs: dict[str, torch.Tensor], state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         policy_obs = obs["policy"].numpy()
         for i, runner in enumerate(self.runners):
             np.copyto(self.actions[i], runner.step(policy_obs[i]))
-        return torch.from_numpy((self.actions - self.offset) / self.scale)
+        return torch.from_numpy((self.actions - self.offset) / self.scale), state
 
 
 def check_contract_matches_env(contract: dict, env, task: str, source: str) -> None:

@@ -5,6 +5,16 @@ observation normaliser inside the graph; ``policy.pt`` is TorchScript with the s
 signature; ``policy.json`` is the contract (:mod:`robolearn.deploy.contract`), also embedded in the
 ONNX metadata. Nothing is written unless every exported format reproduces the eager policy's
 actions within ``1e-5`` over a 100-step rollout of the task (:mod:`robolearn.deploy.parity`).
+
+What is exported is a policy's *deployable actor* (``Policy.deployable_actor()``, see
+:mod:`robolearn.models.policy`); any ``nn.Module`` with this interface can be exported:
+
+* ``obs_dim``, ``action_dim``: ints;
+* ``recurrent``: ``None``, or ``{"cell": "lstm" | "gru", "layers": L, "hidden_size": H}``;
+* ``forward(obs)`` -> ``actions`` (feed-forward), ``forward(obs, h)`` -> ``(actions, h)`` (GRU),
+  ``forward(obs, h, c)`` -> ``(actions, h, c)`` (LSTM), with ``obs`` ``[B, obs_dim]`` raw (not yet
+  normalised) observations, ``actions`` ``[B, action_dim]`` the mean action in [-1, 1] units
+  (before clipping), and each state ``[L, B, H]``. The observation normaliser belongs inside.
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ from torch import nn
 
 from robolearn.deploy.contract import FORMAT, METADATA_KEY, STATE_NAMES, STATE_SHAPE, dumps, io_names
 from robolearn.deploy.parity import Backend, initial_state, rollout_parity, torch_backend
-from robolearn.deploy.policy_module import policy_module
 
 ONNX_FILE = "policy.onnx"
 TORCHSCRIPT_FILE = "policy.pt"
@@ -69,15 +78,11 @@ def export_checkpoint(path: str | Path, out_dir: str | Path | None = None,
                       formats: Sequence[str] = tuple(FORMAT_FILES)) -> Export:
     """Export the policy of a checkpoint (file or run directory) into ``out_dir`` (default
     ``<run dir>/export``), checking parity on the checkpoint's own task."""
-    from robolearn.checkpoint import CHECKPOINT_DIR
+    from robolearn.checkpoint import CHECKPOINT_DIR, load_policy
     from robolearn.envs import make_env
-    from robolearn.evaluate import load_policy
 
     model, config, state = load_policy(path)
-    try:
-        policy = policy_module(model)
-    except TypeError as err:
-        raise ExportError(f"{state['path']}: {err}") from None
+    policy = model.deployable_actor()
     checkpoint = Path(state["path"])
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
     env = make_env(config.env.model_copy(update={"num_envs": PARITY_ENVS, "nthread": 1}), seed=config.seed)
@@ -92,7 +97,7 @@ def export_checkpoint(path: str | Path, out_dir: str | Path | None = None,
 def export_policy(policy: nn.Module, env, out_dir: str | Path, *, task: str,
                   formats: Sequence[str] = tuple(FORMAT_FILES), source: dict[str, Any] | None = None,
                   seed: int = 0) -> Export:
-    """Export ``policy`` (the interface of :mod:`robolearn.deploy.policy_module`) for ``env``'s task.
+    """Export ``policy`` (a deployable actor, see the module docstring) for ``env``'s task.
 
     Every format is built in memory and replayed against the eager policy on ``env``; files are
     written only when all pass. Model files of formats not exported this time are removed from
@@ -239,7 +244,7 @@ def _check_interface(policy: nn.Module, env) -> None:
     """The policy has the exporter's interface and the env's observation and action sizes."""
     missing = [name for name in ("obs_dim", "action_dim", "recurrent") if not hasattr(policy, name)]
     if missing:
-        raise ExportError(f"{type(policy).__name__} lacks {', '.join(missing)} (see robolearn.deploy.policy_module)")
+        raise ExportError(f"{type(policy).__name__} lacks {', '.join(missing)} (see robolearn.deploy.export)")
     recurrent = policy.recurrent
     if recurrent is not None and (recurrent.get("cell") not in STATE_NAMES
                                   or not all(isinstance(recurrent.get(k), int) for k in ("layers", "hidden_size"))):

@@ -259,6 +259,12 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
     def _copy_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {group: value.copy() for group, value in obs.items()}
 
+    def state_dict(self) -> dict[str, Any]:  # TEMPORARY (replaced by the envs branch)
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # TEMPORARY
+        pass
+
     # ------------------------------------------------------------------ rendering
     def render_env(self, index: int = 0, width: int = 480, height: int = 480, camera: str | int = -1) -> np.ndarray:
         """RGB image (H, W, 3) of env ``index``, rendered offscreen (set MUJOCO_GL=egl or osmesa)."""
@@ -285,3 +291,11 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+def finished_episodes(info: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """TEMPORARY (replaced by the envs branch)."""
+    if "episode" not in info:
+        return np.zeros(0, np.int64), {}
+    ids = np.flatnonzero(info["_episode"])
+    return ids, {key: values[ids] for key, values in info["episode"].items()}

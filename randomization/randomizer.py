@@ -281,6 +281,21 @@ class Randomizer:
         self._pending.clear()
         return tags, perf
 
+    def synchronize(self, comm) -> None:  # TEMPORARY (replaced by the envs branch)
+        if not comm.enabled:
+            return
+        if not self.defer_results:
+            self.defer_results = True
+        elif self.adr.update:
+            parts = comm.all_gather_object(self.take_results())
+            if comm.is_main:
+                for part in parts:
+                    self.adr.record(*part)
+        ranges, moves = comm.broadcast_object((self.adr.ranges, self.adr.moves) if comm.is_main else None)
+        if not comm.is_main:
+            self.adr.ranges = np.array(ranges, np.float64).reshape(-1, 2)
+            self.adr.moves = moves
+
     def normalized_values(self) -> np.ndarray:
         """Per-env values mapped to [-1, 1] over each parameter's limits (the critic's view)."""
         limits = np.array([p.limit_range.as_tuple() for p in self.params], np.float64).reshape(-1, 2)

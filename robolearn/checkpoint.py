@@ -1,8 +1,19 @@
-"""Checkpoints: written atomically (temp file + rename), read back with one-line errors.
+"""Checkpoints: written atomically, read back with ``weights_only=True`` and one-line errors.
 
-A checkpoint is one ``torch.save`` file holding a dict: ``model``, ``algorithm`` (optimiser, lr),
-``iteration``, ``env_steps``, ``wall_s``, ``rng`` (torch, numpy env, python), ``config`` (the
-resolved experiment as a plain dict) and ``format``.
+A checkpoint is one ``torch.save`` file of plain data (tensors, numbers, strings, lists, dicts;
+numpy arrays are stored as tensors), so loading one cannot run code. It holds:
+
+* ``format`` (``robolearn.checkpoint/2``), ``config`` (the resolved experiment as a plain dict),
+  ``layout`` (task, observation terms per group, action names, policy class);
+* ``model`` (the policy's ``state_dict``, normalisers included), ``algorithm`` (optimiser, lr),
+  ``iteration``, ``env_steps``, ``wall_s``, ``world_size`` and ``episodes`` (the rolling window of
+  finished episodes the logs average over);
+* ``ranks``: per rank, what continues its run exactly: ``rng`` (torch, numpy, python), ``env``
+  (the env's ``state_dict``: simulations, episodes in progress, randomizer), ``obs`` and
+  ``policy_state`` (the observation and policy state the next rollout starts from).
+
+Format 1 checkpoints (no ``ranks``, ``algorithm.num_steps`` in the config) still load: their config
+is migrated and a resumed run restarts its episodes.
 """
 
 from __future__ import annotations
@@ -12,17 +23,49 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-FORMAT = "robolearn.checkpoint/1"
+from robolearn.config import Config, ConfigError, validate_config
+from robolearn.models import Policy, build_policy
+
+FORMAT = "robolearn.checkpoint/2"
+READABLE_FORMATS = ("robolearn.checkpoint/1", FORMAT)
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "last.pt"
 
 
 class CheckpointError(RuntimeError):
-    """A missing, unreadable or foreign checkpoint (one-line message naming the path)."""
+    """A missing, unreadable, foreign or incompatible checkpoint (one-line message naming the path)."""
 
 
+# ------------------------------------------------------------------ plain data
+def to_plain(tree: Any) -> Any:
+    """``tree`` with numpy arrays as tensors and numpy scalars as Python numbers (torch's
+    ``weights_only`` loader reads nothing else)."""
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(tree).copy())
+    if isinstance(tree, np.generic):
+        return tree.item()
+    if isinstance(tree, dict):
+        return {key: to_plain(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_plain(value) for value in tree)
+    return tree
+
+
+def to_numpy(tree: Any) -> Any:
+    """The inverse of :func:`to_plain` for data that was numpy: tensors back to arrays."""
+    if isinstance(tree, torch.Tensor):
+        return tree.numpy()
+    if isinstance(tree, dict):
+        return {key: to_numpy(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_numpy(value) for value in tree)
+    return tree
+
+
+# ------------------------------------------------------------------ files
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a crash mid-write never leaves a truncated file."""
     path = Path(path)
@@ -30,7 +73,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save({**state, "format": FORMAT}, handle)
+            torch.save(to_plain({**state, "format": FORMAT}), handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -57,13 +100,103 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint (file or run directory) written by :func:`save_checkpoint`."""
     path = resolve_checkpoint(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a robolearn checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for truncated, foreign or code-carrying files
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a robolearn checkpoint (format {found!r})")
     missing = [key for key in ("model", "algorithm", "iteration", "config") if key not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if state["format"] != FORMAT:
+        _migrate_format_1(state)
     state["path"] = str(path)
     return state
+
+
+def _migrate_format_1(state: dict[str, Any]) -> None:
+    """Format 1 kept the rollout length in ``algorithm.num_steps`` and no per-rank run state."""
+    config = state["config"]
+    num_steps = config.get("algorithm", {}).pop("num_steps", None)
+    if num_steps is not None:
+        config.setdefault("runner", {})["num_steps"] = num_steps
+    state.setdefault("ranks", [])
+
+
+def checkpoint_config(state: dict[str, Any]) -> Config:
+    """The experiment a loaded checkpoint was trained with (one-line error if it no longer validates)."""
+    try:
+        return validate_config(state["config"], source=f"{state['path']} (its config)")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[Policy, Config, dict[str, Any]]:
+    """Policy (in eval mode), config and raw state of a checkpoint (file or run directory)."""
+    state = load_checkpoint(path, map_location=device)
+    config = checkpoint_config(state)
+    policy = build_policy(config.policy, state["obs_dims"], state["action_dim"])
+    load_policy_state(policy, state)
+    return policy.to(device).eval(), config, state
+
+
+def load_policy_state(policy: Policy, state: dict[str, Any]) -> None:
+    """Load the checkpoint's parameters; a mismatch is one line, not torch's list of keys."""
+    try:
+        policy.load_state_dict(state["model"])
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:200]
+        raise CheckpointError(f"{state['path']}: the parameters do not fit {type(policy).__name__} ({detail})") from None
+
+
+# ------------------------------------------------------------------ resuming
+def run_layout(task: str, obs_layout: dict, action_names: list[str], policy_class: str) -> dict[str, Any]:
+    """What a checkpoint's policy was trained for: task, observation terms per group, actions, policy."""
+    return {"task": task, "obs": {group: dict(layout.widths) for group, layout in obs_layout.items()},
+            "actions": list(action_names), "policy_class": policy_class}
+
+
+def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any]) -> None:
+    """Refuse (one line naming what differs) to resume ``state`` with another task, observation or
+    action layout, policy architecture, or any setting a resumed run cannot change: only the runner
+    keys of ``RunnerConfig.RESUMABLE``, ``device`` and ``env.nthread`` may differ."""
+    where = f"--resume {state['path']}"
+    saved = state.get("layout")
+    if saved is not None:
+        for key, what in (("task", "task"), ("obs", "observation layout"), ("actions", "actions"),
+                          ("policy_class", "policy.class")):
+            if saved[key] != layout[key]:
+                raise CheckpointError(f"{where}: the checkpoint's {what} is {_short(saved[key])}, this config's is "
+                                      f"{_short(layout[key])}; start a new run instead")
+    allowed = {f"runner.{key}" for key in type(config.runner).RESUMABLE} | {"device", "env.nthread", "experiment"}
+    old, new = _flatten(state["config"]), _flatten(config.to_dict())
+    for key in sorted(set(old) | set(new)):
+        if key not in allowed and old.get(key, "<unset>") != new.get(key, "<unset>"):
+            raise CheckpointError(f"{where}: {key} is {old.get(key, '<unset>')!r} in the run, {new.get(key, '<unset>')!r} "
+                                  f"here; a resumed run keeps its settings (only runner budgets and intervals, device "
+                                  f"and env.nthread may change): start a new run to change it")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def adr_ranges(state: dict[str, Any]) -> list[list[float]] | None:
+    """The ADR ranges a checkpoint's run had reached (rank 0's), or None without ADR."""
+    ranks = state.get("ranks") or []
+    randomizer = (ranks[0].get("env") or {}).get("randomizer") if ranks else state.get("randomization")
+    ranges = ((randomizer or {}).get("adr") or {}).get("ranges")
+    return None if ranges is None else np.asarray(to_numpy(ranges), np.float64).reshape(-1, 2).tolist()

@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -33,16 +33,19 @@ class CommandError(RuntimeError):
 EXIT_CODE_FILE = "ROBOLEARN_EXIT_CODE_FILE"
 
 
-def _default_run_dir(config) -> Path:
-    return Path("runs") / config.experiment / time.strftime("%Y%m%d-%H%M%S")
+def _load_config(path: str | Path, overrides: Sequence[str]):
+    import robolearn.envs  # noqa: F401  (registers the tasks, whose config classes validate env sections)
+
+    return load_config(path, overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from robolearn.checkpoint import CheckpointError
     from robolearn.distributed import Distributed, DistributedError, RanksDiverged, launched_by_torchrun
-    from robolearn.runner import OnPolicyRunner, TrainingDiverged
+    from robolearn.run_dir import RunDirError, default_run_dir
+    from robolearn.trainer import Trainer, TrainingDiverged
 
-    config = load_config(args.config, args.overrides)
+    config = _load_config(args.config, args.overrides)
     if args.nproc is not None:
         if launched_by_torchrun():
             raise CommandError("--nproc: this process is already a torchrun worker (drop --nproc, or run "
@@ -54,12 +57,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except DistributedError as err:
         raise CommandError(str(err)) from None
     try:
-        if args.resume:
-            runner = OnPolicyRunner.from_checkpoint(args.resume, config=config, run_dir=args.run_dir, dist=dist)
-        else:
-            runner = OnPolicyRunner(config, args.run_dir or _default_run_dir(config), dist=dist)
-        runner.learn()
-    except (CheckpointError, RanksDiverged) as err:  # every rank raises these together: rank 0 reports
+        with _config_errors_name_their_source(config):
+            if args.resume:
+                trainer = Trainer.from_checkpoint(args.resume, config=config, run_dir=args.run_dir, dist=dist)
+            else:
+                trainer = Trainer(config, args.run_dir or default_run_dir(config.experiment), dist=dist,
+                                  unique_run_dir=args.run_dir is None)
+        trainer.learn()
+    except (CheckpointError, RanksDiverged, RunDirError) as err:  # every rank raises these together: rank 0 reports
         if dist.is_main:
             print(f"robolearn: {err}", file=sys.stderr)
         return 1
@@ -72,6 +77,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _config_errors_name_their_source(config):
+    """A config error found while building the run (a randomization selection naming a body the
+    model lacks, ...) names its dotted key; prefix the file or override that set it."""
+    try:
+        yield
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(f"{config.origin(message.split(':', 1)[0])}: {message}") from None
+
+
 def _launch_torchrun(args: argparse.Namespace, config) -> int:
     """``train --nproc K``: check what can be checked once, then run K ranks on this machine with
     ``torchrun --standalone`` and return rank 0's exit code."""
@@ -80,6 +96,7 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:
     import torch
 
     from robolearn.distributed import DistributedError, choose_backend, cpu_count, resolve_device, torchrun_command
+    from robolearn.run_dir import RunDirError, default_run_dir, reserve_run_dir
 
     try:
         device = resolve_device(config.device)
@@ -92,7 +109,12 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:
     argv = ["train", str(args.config), *args.overrides]
     if args.resume:
         argv += ["--resume", str(args.resume)]
-    run_dir = args.run_dir or (None if args.resume else _default_run_dir(config))  # one directory for all ranks
+    run_dir = args.run_dir
+    if run_dir is None and not args.resume:  # one new directory for all ranks; rank 0 claims it
+        try:
+            run_dir = reserve_run_dir(default_run_dir(config.experiment))
+        except RunDirError as err:
+            raise CommandError(str(err)) from None
     if run_dir is not None:
         argv += ["--run-dir", str(run_dir)]
     env = dict(os.environ)
@@ -115,12 +137,12 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from robolearn.checkpoint import CheckpointError
+    from robolearn.checkpoint import CheckpointError, load_policy
     from robolearn.envs import make_env
-    from robolearn.evaluate import eval_randomization, evaluate, load_policy
+    from robolearn.evaluation import VideoError, eval_randomization, run_episodes
 
     try:
-        model, config, state = load_policy(args.checkpoint)
+        policy, config, state = load_policy(args.checkpoint)
     except CheckpointError as err:
         raise CommandError(str(err)) from None
     num_envs = args.num_envs or min(args.episodes, 64)
@@ -129,8 +151,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     randomization = eval_randomization(args.randomization, config, state)
     env = make_env(env_config, seed=seed, randomization=randomization)
     if args.policy:
-        model = _exported_policy(args, env, config.env.task)
-    result = evaluate(model, env, args.episodes, deterministic=args.deterministic, video=args.video)
+        policy = _exported_policy(args, env, config.env.task)
+    try:
+        result = run_episodes(policy, env, args.episodes, deterministic=args.deterministic, video=args.video)
+    except VideoError as err:
+        raise CommandError(str(err)) from None
     result = {"checkpoint": state["path"], "iteration": state["iteration"], "task": config.env.task,
               "deterministic": args.deterministic, "seed": seed, "randomization": args.randomization, **result}
     if args.policy:
@@ -221,7 +246,7 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    config = _load_config(args.config, args.overrides)
     sys.stdout.write(config.to_yaml())
     return 0
 

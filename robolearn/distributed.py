@@ -210,12 +210,6 @@ class Distributed:
             return value
         return int(self.all_reduce_sum_(torch.tensor([value], dtype=torch.int64, device=self.comm_device)).item())
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on any rank (a host sync)."""
-        if not self.enabled:
-            return bool(flag)
-        return self.sum_int(int(bool(flag))) > 0
-
     # ------------------------------------------------------------------ object collectives
     def all_gather_object(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (pickled; small host objects only)."""

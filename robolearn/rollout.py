@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
-from robolearn.models import ActorCritic, RecurrentActorCritic, reset_finished
+from robolearn.models import Policy
 from robolearn.storage import RolloutStorage
 
 
@@ -171,42 +171,34 @@ class TorchEnv:
 
 
 @torch.inference_mode()
-def collect_rollout(model: ActorCritic | RecurrentActorCritic, env: StepEnv, storage: RolloutStorage,
-                    obs: dict[str, torch.Tensor], state: torch.Tensor | None = None,
-                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[dict[str, Any]]]:
-    """Fill ``storage`` with ``storage.num_steps`` steps from ``obs`` (and, for a recurrent model,
-    its hidden ``state``); returns the next observation, the next state (None for an MLP) and the
-    env's per-step infos.
+def collect_rollout(policy: Policy, env: StepEnv, storage: RolloutStorage, obs: dict[str, torch.Tensor],
+                    state: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[dict[str, Any]]]:
+    """Fill ``storage`` with ``storage.num_steps`` steps from ``obs`` and the policy ``state``;
+    returns the next observation, the next state and the env's per-step infos.
 
     Bootstrap values (``next_values``): a truncated env gets V(final_obs) of its true last
-    observation (evaluated on the truncated envs only), a terminated env 0, and a running env
-    V(s_{t+1}), which is the value the next step computes anyway. A recurrent model's state is
-    stored at the rollout's start and zeroed for every env whose episode ended.
+    observation (evaluated on the truncated envs only, with their state after the step), a
+    terminated env 0, and a running env V(s_{t+1}), which is the value the next step computes
+    anyway. The state is stored at the rollout's start and reset for every env whose episode ended.
     """
-    model.eval()
+    policy.eval()
     infos = []
     bootstrap = torch.zeros(env.num_envs, device=storage.device)
-    if state is not None:
-        storage.initial_state.copy_(state)
+    storage.initial_state.copy_(state)
     for _ in range(storage.num_steps):
-        if state is None:
-            actions, log_prob, values, mean, std = model.act(obs)
-        else:
-            actions, log_prob, values, mean, std, state = model.act(obs, state)
-        step = env.step(actions)
+        step_out = policy.act(obs, state)
+        state = step_out.state
+        step = env.step(step_out.actions)
         bootstrap.zero_()
-        if step.truncated_ids is not None:
-            if state is None:
-                bootstrap[step.truncated_ids] = model.value(step.final_obs)
-            else:  # the memory after this step, of the truncated envs: state is [S, layers, N, H]
-                bootstrap[step.truncated_ids] = model.value(step.final_obs, state[:, :, step.truncated_ids])
-        storage.add(obs, actions, log_prob, values, mean, std, step.rewards, step.dones, bootstrap)
+        if step.truncated_ids is not None:  # the state is [..., N, :]: take the truncated envs'
+            bootstrap[step.truncated_ids] = policy.value(step.final_obs, state[..., step.truncated_ids, :])
+        storage.add(obs, step_out.actions, step_out.log_prob, step_out.values, step_out.mean, step_out.std,
+                    step.rewards, step.dones, bootstrap)
         infos.append(step.info)
         obs = step.obs
-        if state is not None:
-            state = reset_finished(state, step.dones)
-    last_values = model.value(obs) if state is None else model.value(obs, state)
+        state = policy.reset_state(state, step.dones)
+    last_values = policy.value(obs, state)
     following = torch.cat([storage.values[1:], last_values.unsqueeze(0)])
     storage.next_values.mul_(storage.dones).add_((1.0 - storage.dones) * following)
-    model.train()
+    policy.train()
     return obs, state, infos

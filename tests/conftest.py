@@ -4,6 +4,8 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import robolearn.envs  # noqa: E402,F401  (registers the bundled tasks, whose config classes validate env sections)
+
 
 @pytest.fixture(scope="module")
 def env():

@@ -1,20 +1,21 @@
-"""Policies to export in the tests, each with a non-trivial normaliser.
+"""Policies for the tests: built from config sections, and exportable ones with a non-trivial normaliser.
 
-``mlp_policy``: a freshly initialised :class:`ActorCritic`'s deterministic policy.
+``make_policy``: any registered policy class from ``policy`` keys (defaults from the config schema).
+``mlp_policy``: a freshly initialised :class:`MLPActorCritic`'s deployable actor.
 ``RecurrentActor``: a small self-contained LSTM/GRU actor written only against the exporter's
-interface (:mod:`robolearn.deploy.policy_module`), independent of robolearn's own
+interface (:mod:`robolearn.deploy.export`), independent of robolearn's own
 :class:`RecurrentActorCritic`, so the generic recurrent path is tested on its own.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from robolearn.deploy.policy_module import MLPPolicy, policy_module
-from robolearn.models import ActorCritic, EmpiricalNormalizer
+from robolearn.config import AlgorithmConfig, policy_config_class
+from robolearn.models import DeployableMLP, EmpiricalNormalizer, Policy, build_policy
 
 NAV_OBS_DIM = 23
 NAV_ACTION_DIM = 2
@@ -28,13 +29,24 @@ def set_statistics(normalizer: EmpiricalNormalizer, seed: int) -> None:
     normalizer.var.copy_(torch.rand(dim, generator=generator) * 3.0 + 0.1)
 
 
-def mlp_policy(hidden: Sequence[int] = (64, 64), seed: int = 0) -> MLPPolicy:
-    """A fresh actor-critic's policy; the output layer is re-drawn so actions are not all ~0."""
+def make_policy(obs_dims: Mapping[str, int], action_dim: int, policy_class: str = "mlp", **keys: Any) -> Policy:
+    """The policy ``policy: {class: policy_class, **keys}`` describes (other keys at their defaults)."""
+    config = policy_config_class(policy_class).model_validate({"class": policy_class, **keys})
+    return build_policy(config, obs_dims, action_dim)
+
+
+def algorithm_kwargs(name: str = "ppo", **keys: Any) -> dict[str, Any]:
+    """The algorithm's constructor arguments for ``algorithm: {name: name, **keys}`` (defaults from config)."""
+    return AlgorithmConfig.model_validate({"name": name, **keys}).algorithm_kwargs()
+
+
+def mlp_policy(hidden: Sequence[int] = (64, 64), seed: int = 0) -> DeployableMLP:
+    """A fresh actor-critic's deployable actor; the output layer is re-drawn so actions are not all ~0."""
     torch.manual_seed(seed)
-    model = ActorCritic({"policy": NAV_OBS_DIM}, NAV_ACTION_DIM, actor_hidden=hidden)
+    model = make_policy({"policy": NAV_OBS_DIM}, NAV_ACTION_DIM, actor_hidden=list(hidden))
     set_statistics(model.obs_normalizers["policy"], seed)
     nn.init.normal_(model.actor[-1].weight, std=0.3)
-    return policy_module(model)
+    return model.deployable_actor()
 
 
 class RecurrentActor(nn.Module):

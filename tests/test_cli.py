@@ -25,4 +25,5 @@ def test_config_dump_and_errors():
     assert out.returncode == 0 and "num_envs: 64" in out.stdout and "lr: 0.0003" in out.stdout
     out = robolearn("config", "configs/nav.yaml", "env.num_envz=64")
     assert out.returncode == 2
-    assert out.stderr.strip() == ("robolearn: config error: override 'env.num_envz=64': env.num_envz: unknown key")
+    assert out.stderr.strip() == ("robolearn: config error: override 'env.num_envz=64': env.num_envz: unknown key "
+                                  "(did you mean num_envs?)")

@@ -89,3 +89,59 @@ def test_parse_override():
     assert parse_override("a.b=1e-3") == (["a", "b"], 1e-3)
     assert parse_override("a=[1, 2]") == (["a"], [1, 2])
     assert parse_override("a=yes") == (["a"], True)
+
+
+# --- leniency: what YAML or a typo would let through silently ---------------------------------------
+
+@pytest.mark.parametrize("override, key, problem", [
+    ("env.rewards.progress=.nan", "env.rewards.progress", "finite number"),
+    ("algorithm.lr=.inf", "algorithm.lr", "finite number"),
+    ("env.obstacles.size=[.nan, 0.3]", "env.obstacles.size.lo", "finite number"),
+    ("env.num_envs=true", "env.num_envs", "valid integer (got True)"),
+    ("algorithm.clip_value=1", "algorithm.clip_value", "valid boolean (got 1)"),
+    ("env.num_envs='8'", "env.num_envs", "valid integer (got '8')"),
+    ("randomization.params={f: {target: joint_damping, select: {joints: []}, init_range: [1, 1]}}",
+     "randomization.params.f.select", "joints: an empty selection randomizes nothing"),
+    ("runner.max_env_steps=null", "runner", "no training budget"),
+])
+def test_values_that_would_pass_silently_are_errors(override, key, problem):
+    overrides = [override] if override != "runner.max_env_steps=null" else [override, "runner.max_seconds=null"]
+    with pytest.raises(ConfigError) as info:
+        load_config(NAV, overrides)
+    message = str(info.value)
+    assert "\n" not in message and f": {key}: " in message and problem in message, message
+    assert message.startswith(f"override {overrides[-1]!r}:"), message
+
+
+def test_duplicate_yaml_keys_are_errors(tmp_path):
+    path = write(tmp_path, "env:\n  num_envs: 8\n  num_envs: 16\nrunner: {max_iterations: 1}\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: invalid YAML at line 3: duplicate key 'num_envs'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="override 'env.lidar={rays: 8, rays: 9}'"):
+        load_config(NAV, ["env.lidar={rays: 8, rays: 9}"])
+
+
+def test_a_repeated_override_blames_the_one_that_counts():
+    with pytest.raises(ConfigError, match=r"^override 'env.num_envs=-1': env.num_envs: "):
+        load_config(NAV, ["env.num_envs=3", "env.num_envs=-1"])
+    with pytest.raises(ConfigError, match=r"^override 'env.num_envs=-1': env.num_envs: "):
+        load_config(NAV, ["env.num_envs=-1", "algorithm.lr=0.01"])
+
+
+def test_misspelt_keys_suggest_the_right_one():
+    for override, suggestion in (("env.numenvs=3", "num_envs"), ("algorithm.gama=0.9", "gamma"),
+                                 ("runer.max_iterations=3", "runner"), ("env.lidar.rayz=3", "rays"),
+                                 ("randomization.params.x.selct={}", None)):
+        with pytest.raises(ConfigError) as info:
+            load_config(NAV, [override])
+        message = str(info.value)
+        assert "unknown key" in message
+        if suggestion:
+            assert message.endswith(f"(did you mean {suggestion}?)"), message
+
+
+def test_config_command_rejects_a_config_without_budget(tmp_path):
+    from robolearn.cli import main
+
+    path = write(tmp_path, "env: {num_envs: 8}\n")
+    assert main(["config", str(path)]) == 2

@@ -13,11 +13,10 @@ import pytest
 import torch
 from onnx.external_data_helper import uses_external_data
 
-from policies import RecurrentActor, mlp_policy
+from policies import RecurrentActor, make_policy, mlp_policy
 from robolearn.deploy.contract import METADATA_KEY, validate
 from robolearn.deploy.export import ExportError, ParityError, export_policy, onnx_graph_sha256
-from robolearn.deploy.policy_module import MLPPolicy, policy_module
-from robolearn.models import RecurrentActorCritic
+from robolearn.models import DeployableMLP
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "robolearn/Nav-v0"
@@ -119,10 +118,10 @@ def test_recurrent_export_carries_state_explicitly(env, tmp_path, cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_recurrent_actor_critic_exports_its_actor(env, tmp_path, cell):
     torch.manual_seed(0)
-    model = RecurrentActorCritic({"policy": 23, "critic": 29}, 2, cell=cell, rnn_hidden=16, rnn_layers=2,
-                                 encoder_hidden=[16], actor_hidden=[16], critic_obs="critic")
+    model = make_policy({"policy": 23, "critic": 29}, 2, cell, rnn_hidden=16, rnn_layers=2, encoder_hidden=[16],
+                        actor_hidden=[16], critic_obs="critic")
     model.obs_normalizers["policy"].mean.normal_()
-    policy = policy_module(model)
+    policy = model.deployable_actor()
     assert (policy.obs_dim, policy.action_dim, policy.recurrent) == (23, 2, {"cell": cell, "layers": 2, "hidden_size": 16})
     contract = export_policy(policy, env, tmp_path, task=TASK).contract
     assert all(diff <= 1e-5 for diff in contract["parity"]["max_abs_diff"].values())
@@ -136,7 +135,7 @@ def test_recurrent_actor_critic_exports_its_actor(env, tmp_path, cell):
         np.testing.assert_allclose(ort, ref.numpy(), atol=1e-5)
 
 
-class ExportsDifferently(MLPPolicy):
+class ExportsDifferently(DeployableMLP):
     """Acts differently once traced or exported: what the parity gate exists to catch."""
 
     def forward(self, obs):
@@ -176,7 +175,7 @@ def robolearn(*args, cwd=ROOT):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    out = robolearn("train", "configs/nav.yaml", "env.num_envs=16", "algorithm.num_steps=16", "runner.max_iterations=2",
+    out = robolearn("train", "configs/nav.yaml", "env.num_envs=16", "runner.num_steps=16", "runner.max_iterations=2",
                     "device=cpu", "policy.actor_hidden=[32,32]", "env.episode_seconds=5", "--run-dir", str(run))
     assert out.returncode == 0, out.stderr
     return run
@@ -201,7 +200,7 @@ def test_cli_export_then_eval_through_the_exported_policy(run_dir):
 
 def test_cli_exports_and_evaluates_a_recurrent_run(tmp_path):
     run = tmp_path / "run"
-    out = robolearn("train", "configs/nav.yaml", "env.num_envs=8", "algorithm.num_steps=8", "runner.max_iterations=1",
+    out = robolearn("train", "configs/nav.yaml", "env.num_envs=8", "runner.num_steps=8", "runner.max_iterations=1",
                     "device=cpu", "policy.class=gru", "policy.rnn_hidden=16", "policy.actor_hidden=[16]",
                     "policy.critic_hidden=[16]", "env.episode_seconds=5", "--run-dir", str(run))
     assert out.returncode == 0, out.stderr

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from robolearn.algorithms.ppo import PPO, adapt_learning_rate, clipped_surrogate_loss
-from robolearn.models.actor_critic import ActorCritic, gaussian_kl
+from policies import algorithm_kwargs, make_policy
+from robolearn.algorithms.ppo import PPO, adapt_learning_rate_, clipped_surrogate_loss
+from robolearn.models import gaussian_kl
 from robolearn.storage import RolloutStorage
 
 OBS_DIMS = {"policy": 4, "critic": 6}
@@ -34,7 +35,7 @@ def collect(model, storage, bandit):
     with torch.inference_mode():
         for _ in range(storage.num_steps):
             obs = bandit.observe(storage.num_envs)
-            actions, log_prob, values, mean, std = model.act(obs)
+            actions, log_prob, values, mean, std, _ = model.act(obs, model.initial_state(storage.num_envs))
             rewards = bandit.reward(obs, actions)
             dones = torch.ones(storage.num_envs, dtype=torch.bool)  # terminated: next value 0
             storage.add(obs, actions, log_prob, values, mean, std, rewards, dones, torch.zeros_like(rewards))
@@ -42,10 +43,10 @@ def collect(model, storage, bandit):
 
 def make(seed=0, num_steps=8, num_envs=64, **ppo_kwargs):
     torch.manual_seed(seed)
-    model = ActorCritic(OBS_DIMS, ACTION_DIM, actor_hidden=[32, 32], critic_hidden=[32, 32], init_std=0.5,
+    model = make_policy(OBS_DIMS, ACTION_DIM, actor_hidden=[32, 32], critic_hidden=[32, 32], init_std=0.5,
                         critic_obs="critic")
-    storage = RolloutStorage(num_steps, num_envs, OBS_DIMS, ACTION_DIM)
-    return model, storage, PPO(model, **ppo_kwargs), Bandit(seed)
+    storage = RolloutStorage(num_steps, num_envs, OBS_DIMS, ACTION_DIM, model.initial_state(num_envs).shape)
+    return model, storage, PPO(model, **algorithm_kwargs(**ppo_kwargs)), Bandit(seed)
 
 
 # --- clipped surrogate ------------------------------------------------------------------------
@@ -69,12 +70,18 @@ def test_surrogate_gradient_vanishes_only_where_clipped(ratio, advantage, gradie
 
 # --- KL-adaptive learning rate ----------------------------------------------------------------
 
-def test_adaptive_lr_rule_moves_the_right_way_and_is_clamped():
-    assert adapt_learning_rate(1e-3, kl=0.1, desired_kl=0.01) == pytest.approx(1e-3 / 1.5)
-    assert adapt_learning_rate(1e-3, kl=1e-4, desired_kl=0.01) == pytest.approx(1.5e-3)
-    assert adapt_learning_rate(1e-3, kl=0.01, desired_kl=0.01) == 1e-3
-    assert adapt_learning_rate(1e-5, kl=1.0, desired_kl=0.01) == 1e-5
-    assert adapt_learning_rate(1e-2, kl=0.0, desired_kl=0.01) == 1e-2
+@pytest.mark.parametrize(("lr", "kl", "expected"), [
+    (1e-3, 0.1, 1e-3 / 1.5),   # KL above 2x the target: lower
+    (1e-3, 1e-4, 1.5e-3),      # below half: raise
+    (1e-3, 0.01, 1e-3),        # near the target: keep
+    (1e-3, 0.02, 1e-3),        # exactly 2x: keep (strict comparison)
+    (1e-5, 1.0, 1e-5),         # clamped below
+    (1e-2, 0.0, 1e-2),         # clamped above
+])
+def test_adaptive_lr_rule_moves_the_right_way_and_is_clamped(lr, kl, expected):
+    tensor = torch.tensor(lr, dtype=torch.float64)
+    adapt_learning_rate_(tensor, torch.tensor(kl, dtype=torch.float32), desired_kl=0.01)
+    assert tensor.item() == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize(("schedule", "lr", "desired_kl", "moves"), [
@@ -97,10 +104,10 @@ def test_closed_form_gaussian_matches_torch_distributions():
     with torch.no_grad():
         model.log_std.copy_(torch.tensor([-0.3, 0.4]))
     obs = bandit.observe(16)
-    actions, log_prob, values, mean, std = model.act(obs)
+    actions, log_prob, values, mean, std, _ = model.act(obs, model.initial_state(16))
     reference = Normal(mean, std)
     torch.testing.assert_close(log_prob, reference.log_prob(actions).sum(-1))
-    new_log_prob, entropy, new_values, new_mean, new_std = model.evaluate(obs, actions)
+    new_log_prob, entropy, new_values, new_mean, new_std = model.evaluate_actions(obs, actions, None, None)
     torch.testing.assert_close(new_log_prob, log_prob)
     torch.testing.assert_close(entropy, reference.entropy().sum(-1))
     torch.testing.assert_close(new_values, values)
@@ -112,7 +119,7 @@ def test_closed_form_gaussian_matches_torch_distributions():
 # --- storage ----------------------------------------------------------------------------------
 
 def test_minibatches_visit_every_sample_once_per_epoch():
-    storage = RolloutStorage(3, 5, {"policy": 1}, 1)
+    storage = RolloutStorage(3, 5, {"policy": 1}, 1, (5, 0))
     for t in range(3):
         ids = torch.arange(5.0) + 5 * t
         storage.add({"policy": ids[:, None]}, ids[:, None], ids, ids, ids[:, None], torch.ones(1),
@@ -138,7 +145,7 @@ def test_ppo_learns_a_contextual_bandit():
 
     def mean_reward():
         with torch.no_grad():
-            return bandit.reward(test_obs, model.act_deterministic(test_obs)).mean().item()
+            return bandit.reward(test_obs, model.act_inference(test_obs, model.initial_state(2048))[0]).mean().item()
 
     initial = mean_reward()
     for _ in range(25):

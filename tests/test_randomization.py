@@ -170,7 +170,7 @@ def test_bundled_configs_build():
     cfg = load_config(ROOT / "configs" / "nav_adr.yaml", ["env.num_envs=4"])
     env = NavEnv(config=cfg.env, randomization=cfg.randomization, seed=0)
     assert env.randomizer.adr.update and env.obs_layout["critic"].widths["randomization"] == len(cfg.randomization.params)
-    from robolearn.evaluate import eval_randomization
+    from robolearn.evaluation import eval_randomization
 
     field = eval_randomization(str(ROOT / "configs" / "eval" / "nav_field.yaml"), cfg, {})
     env = NavEnv(config=cfg.env, randomization=field, seed=0)

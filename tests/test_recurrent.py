@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from policies import algorithm_kwargs, make_policy
 from robolearn.algorithms import A2C, PPO, OnPolicyAlgorithm
 from robolearn.config import ConfigError, load_config, validate_config
-from robolearn.models import RecurrentActorCritic, Trajectories, reset_finished
+from robolearn.models import RecurrentActorCritic, Trajectories
 from robolearn.rollout import EnvStep, collect_rollout
 from robolearn.storage import RolloutStorage
+
+BUDGET = {"runner": {"max_iterations": 1}}
 
 OBS_DIMS = {"policy": 5, "critic": 7}
 ACTION_DIM = 2
@@ -18,7 +21,7 @@ def make_model(cell="lstm", critic_obs="critic", seed=0, **kwargs):
     torch.manual_seed(seed)
     kwargs = {"rnn_hidden": 16, "rnn_layers": 2, "encoder_hidden": [8], "actor_hidden": [16],
               "critic_hidden": [16], **kwargs}
-    return RecurrentActorCritic(OBS_DIMS, ACTION_DIM, cell=cell, critic_obs=critic_obs, **kwargs)
+    return make_policy(OBS_DIMS, ACTION_DIM, cell, critic_obs=critic_obs, **kwargs)
 
 
 def random_rollout(model, num_steps=12, num_envs=6, done_prob=0.2, seed=1):
@@ -38,7 +41,7 @@ def step_by_step(model, obs, dones, state):
         _, _, value, mean, _, state = model.act({g: x[t] for g, x in obs.items()}, state)
         means.append(mean)
         values.append(value)
-        state = reset_finished(state, dones[t])
+        state = model.reset_state(state, dones[t])
     return torch.stack(means), torch.stack(values)
 
 
@@ -50,7 +53,7 @@ def test_whole_sequence_equals_stepping_with_resets(cell):
     obs, actions, dones, state = random_rollout(model)
     with torch.no_grad():
         means, values = step_by_step(model, obs, dones, state)
-        _, _, seq_values, seq_means, _ = model.evaluate(obs, actions, state, dones)
+        _, _, seq_values, seq_means, _ = model.evaluate_actions(obs, actions, state, dones)
     torch.testing.assert_close(seq_means, means, atol=1e-6, rtol=0)
     torch.testing.assert_close(seq_values, values, atol=1e-6, rtol=0)
 
@@ -74,7 +77,7 @@ def test_padding_never_leaks_into_the_loss(monkeypatch):
 
     def loss_and_grads():
         model.zero_grad()
-        log_prob, entropy, values, _, _ = model.evaluate(obs, actions, state, dones)
+        log_prob, entropy, values, _, _ = model.evaluate_actions(obs, actions, state, dones)
         loss = -(log_prob.sum() + values.square().sum())
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
@@ -100,18 +103,18 @@ def test_hidden_state_resets_at_episode_ends():
     model = make_model()
     obs, actions, dones, state = random_rollout(model, done_prob=0.0)  # one episode end: env 0 at t=3
     with torch.no_grad():
-        _, _, values, mean, _ = model.evaluate(obs, actions, state, dones)
+        _, _, values, mean, _ = model.evaluate_actions(obs, actions, state, dones)
         changed = {g: x.clone() for g, x in obs.items()}
         for x in changed.values():
             x[:4, 0] += 5.0  # env 0's first episode only
-        _, _, values2, mean2, _ = model.evaluate(changed, actions, state, dones)
-        _, _, values3, mean3, _ = model.evaluate(obs, actions, torch.randn_like(state), dones)
+        _, _, values2, mean2, _ = model.evaluate_actions(changed, actions, state, dones)
+        _, _, values3, mean3, _ = model.evaluate_actions(obs, actions, torch.randn_like(state), dones)
     assert not torch.allclose(mean2[:4, 0], mean[:4, 0])
     torch.testing.assert_close(mean2[4:, 0], mean[4:, 0], atol=0, rtol=0)  # nothing crosses the end
     torch.testing.assert_close(values2[4:, 0], values[4:, 0], atol=0, rtol=0)
     torch.testing.assert_close(mean3[4:, 0], mean[4:, 0], atol=0, rtol=0)  # nor the rollout's start state
     torch.testing.assert_close(mean2[:, 1:], mean[:, 1:], atol=0, rtol=0)  # other envs untouched
-    finished = reset_finished(state, torch.tensor([1.0, 0, 0, 0, 0, 1.0]))
+    finished = model.reset_state(state, torch.tensor([1.0, 0, 0, 0, 0, 1.0]))
     assert (finished[:, :, [0, 5]] == 0).all() and torch.equal(finished[:, :, 1:5], state[:, :, 1:5])
 
 
@@ -121,9 +124,9 @@ def test_asymmetric_critic_reads_the_critic_group_and_the_actor_does_not():
     model = make_model(critic_obs="critic")
     obs, actions, dones, state = random_rollout(model)
     with torch.no_grad():
-        _, _, values, mean, _ = model.evaluate(obs, actions, state, dones)
-        _, _, values_c, mean_c, _ = model.evaluate({**obs, "critic": obs["critic"] + 1.0}, actions, state, dones)
-        _, _, values_p, mean_p, _ = model.evaluate({**obs, "policy": obs["policy"] + 1.0}, actions, state, dones)
+        _, _, values, mean, _ = model.evaluate_actions(obs, actions, state, dones)
+        _, _, values_c, mean_c, _ = model.evaluate_actions({**obs, "critic": obs["critic"] + 1.0}, actions, state, dones)
+        _, _, values_p, mean_p, _ = model.evaluate_actions({**obs, "policy": obs["policy"] + 1.0}, actions, state, dones)
     torch.testing.assert_close(mean_c, mean, atol=0, rtol=0)
     assert not torch.allclose(values_c, values)
     assert not torch.allclose(mean_p, mean)
@@ -144,30 +147,34 @@ def test_actor_step_matches_act():
     obs, _, _, state = random_rollout(model)
     with torch.no_grad():
         _, _, _, mean, _, new_state = model.act({g: x[0] for g, x in obs.items()}, state)
+        inference_mean, inference_state = model.act_inference({g: x[0] for g, x in obs.items()}, state)
         step_mean, h = model.actor_step(obs["policy"][0], state[0])
     torch.testing.assert_close(step_mean, mean, atol=0, rtol=0)
     torch.testing.assert_close(h, new_state[0], atol=0, rtol=0)
+    torch.testing.assert_close(inference_mean, mean, atol=0, rtol=0)  # the deployed path, actor memory only
+    torch.testing.assert_close(inference_state[0], new_state[0], atol=0, rtol=0)
+    torch.testing.assert_close(inference_state[1], state[1], atol=0, rtol=0)  # the critic's memory is left as it was
 
 
 # --- A2C and PPO share their math -----------------------------------------------------------------
 
 def test_a2c_and_ppo_share_one_update_and_one_gae(monkeypatch):
-    import robolearn.storage
+    import robolearn.algorithms.on_policy
 
     assert A2C.update is PPO.update is OnPolicyAlgorithm.update
     calls = []
-    original = robolearn.storage.compute_gae
+    original = robolearn.algorithms.on_policy.compute_gae
 
     def counting_gae(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(robolearn.storage, "compute_gae", counting_gae)
-    for algorithm_class in (PPO, A2C):
+    monkeypatch.setattr(robolearn.algorithms.on_policy, "compute_gae", counting_gae)
+    for algorithm_class, name in ((PPO, "ppo"), (A2C, "a2c")):
         env = CueEnv(num_envs=8)
-        model = RecurrentActorCritic(env.obs_dims, 1, rnn_hidden=8, critic_obs="critic")
-        storage = RolloutStorage(6, 8, env.obs_dims, 1, state_shape=model.state_shape)
-        algorithm = algorithm_class(model)
+        model = make_policy(env.obs_dims, 1, "lstm", rnn_hidden=8, critic_obs="critic")
+        storage = RolloutStorage(6, 8, env.obs_dims, 1, model.initial_state(8).shape)
+        algorithm = algorithm_class(model, **algorithm_kwargs(name))
         collect_rollout(model, env, storage, env.reset(), model.initial_state(8))
         stats = algorithm.update(storage)
         assert np.isfinite(list(stats.values())).all()
@@ -216,11 +223,12 @@ def test_seeded_short_lstm_run_improves(algorithm_class):
     torch.manual_seed(0)
     num_envs, num_steps = 64, 12
     env = CueEnv(num_envs)
-    model = RecurrentActorCritic(env.obs_dims, 1, cell="lstm", rnn_hidden=32, actor_hidden=[32], critic_hidden=[32],
-                                 init_std=0.5, critic_obs="critic")
-    storage = RolloutStorage(num_steps, num_envs, env.obs_dims, 1, state_shape=model.state_shape)
-    kwargs = {"lr": 3e-3} if algorithm_class is A2C else {"lr": 3e-3, "lr_schedule": "fixed", "num_minibatches": 2}
-    algorithm = algorithm_class(model, gamma=0.9, entropy_coef=0.0, **kwargs)
+    model = make_policy(env.obs_dims, 1, "lstm", rnn_hidden=32, actor_hidden=[32], critic_hidden=[32], init_std=0.5,
+                        critic_obs="critic")
+    storage = RolloutStorage(num_steps, num_envs, env.obs_dims, 1, model.initial_state(num_envs).shape)
+    kwargs = ({"name": "a2c", "lr": 3e-3} if algorithm_class is A2C
+              else {"lr": 3e-3, "lr_schedule": "fixed", "num_minibatches": 2})
+    algorithm = algorithm_class(model, **algorithm_kwargs(gamma=0.9, entropy_coef=0.0, **kwargs))
     obs, state = env.reset(), model.initial_state(num_envs)
     rewards = []
     for _ in range(60 if algorithm_class is PPO else 150):
@@ -237,34 +245,36 @@ def test_seeded_short_lstm_run_improves(algorithm_class):
 def test_bad_policy_class_is_a_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("policy: {class: transformer}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: policy.class: .*'mlp', 'lstm' or 'gru'.*transformer"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: policy.class: unknown policy class 'transformer' "
+                                          r"\(registered: gru, lstm, mlp\)"):
         load_config(path)
-    with pytest.raises(ConfigError, match=r"rnn_hidden: only for class lstm \| gru"):
-        validate_config({"policy": {"rnn_hidden": 64}})
+    with pytest.raises(ConfigError, match=r"policy.rnn_hidden: unknown key"):  # an mlp has no memory
+        validate_config({"policy": {"rnn_hidden": 64}, **BUDGET})
     with pytest.raises(ConfigError, match=r"clip_ratio: a PPO setting, not used by a2c"):
-        validate_config({"algorithm": {"name": "a2c", "clip_ratio": 0.1}})
-    config = validate_config({"policy": {"class": "gru", "rnn_layers": 2}})
+        validate_config({"algorithm": {"name": "a2c", "clip_ratio": 0.1}, **BUDGET})
+    config = validate_config({"policy": {"class": "gru", "rnn_layers": 2}, **BUDGET})
     assert config.to_dict()["policy"]["class"] == "gru"
     assert validate_config(config.to_dict()).policy == config.policy  # the resolved config reloads
 
 
 @pytest.mark.parametrize(("policy_class", "algorithm"), [("lstm", "ppo"), ("gru", "a2c")])
-def test_runner_trains_a_recurrent_policy_on_navpo(tmp_path, policy_class, algorithm):
-    from robolearn.runner import OnPolicyRunner
+def test_trainer_trains_a_recurrent_policy_on_navpo(tmp_path, policy_class, algorithm):
+    from robolearn.trainer import Trainer
 
     overrides = [f"policy.class={policy_class}", "policy.rnn_hidden=16", "policy.actor_hidden=[16]",
                  "policy.critic_hidden=[16]", f"algorithm.name={algorithm}", "env.num_envs=8",
-                 "env.episode_seconds=1.0", "algorithm.num_steps=16", "runner.max_iterations=3", "device=cpu"]
+                 "env.episode_seconds=1.0", "runner.num_steps=16", "runner.max_iterations=3", "device=cpu"]
     if algorithm == "a2c":
         overrides += ["algorithm.num_epochs=5", "algorithm.num_minibatches=4", "algorithm.lr_schedule=adaptive",
                       "algorithm.desired_kl=0.01"]  # the defaults: allowed
     config = load_config("configs/nav_po_lstm.yaml", overrides)
-    runner = OnPolicyRunner(config, tmp_path / "run")
-    path = runner.learn()
-    assert runner.iteration == 3
-    assert runner.policy_state.shape == (4 if policy_class == "lstm" else 2, 1, 8, 16)  # actor and critic h[, c]
-    resumed = OnPolicyRunner.from_checkpoint(path)
-    assert isinstance(resumed.model, RecurrentActorCritic) and resumed.model.cell == policy_class
+    trainer = Trainer(config, tmp_path / "run")
+    path = trainer.learn()
+    assert trainer.iteration == 3
+    assert trainer.policy_state.shape == (4 if policy_class == "lstm" else 2, 1, 8, 16)  # actor and critic h[, c]
+    resumed = Trainer.from_checkpoint(path)
+    assert isinstance(resumed.policy, RecurrentActorCritic) and resumed.policy.cell == policy_class
+    torch.testing.assert_close(resumed.policy_state, trainer.policy_state, atol=0, rtol=0)  # carried on
 
 
 # --- robolearn/NavPO-v0 ---------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from robolearn.algorithms.on_policy import OnPolicyAlgorithm
 
 if TYPE_CHECKING:
     from robolearn.distributed import Distributed
+    from robolearn.models import Policy
     from robolearn.storage import Minibatch
 
 
@@ -25,25 +25,26 @@ def policy_gradient_loss(log_prob: torch.Tensor, advantages: torch.Tensor) -> to
 class A2C(OnPolicyAlgorithm):
     """One pass over the whole rollout as a single batch.
 
-    Keyword arguments equal the fields of ``robolearn.config.AlgorithmConfig`` that apply to A2C
-    (``AlgorithmConfig.algorithm_kwargs``). Its logged ``kl`` and ``clip_fraction`` are 0: the one
-    step is taken from the policy that collected the rollout.
+    Keyword arguments equal the fields of :class:`robolearn.config.AlgorithmConfig` that apply to
+    A2C (``AlgorithmConfig.algorithm_kwargs()`` gives them, with their defaults). Its logged ``kl``
+    and ``clip_fraction`` are 0: the one step is taken from the policy that collected the rollout.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        gamma: float = 0.99,
-        lam: float = 0.95,
-        value_coef: float = 1.0,
-        entropy_coef: float = 0.005,
-        lr: float = 1e-3,
-        max_grad_norm: float = 1.0,
-        normalize_advantage: bool = True,
+        policy: Policy,
+        *,
+        gamma: float,
+        lam: float,
+        value_coef: float,
+        entropy_coef: float,
+        lr: float,
+        max_grad_norm: float,
+        normalize_advantage: bool,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
-        super().__init__(model, num_epochs=1, num_minibatches=1, gamma=gamma, lam=lam, value_coef=value_coef,
+        super().__init__(policy, num_epochs=1, num_minibatches=1, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
                          normalize_advantage=normalize_advantage, device=device,
                          distributed=distributed)

@@ -5,8 +5,9 @@ advantage normalisation, the loss L = L^π + c1 · L^V − c2 · S[π_θ], gradi
 a NaN check and the normaliser update. A subclass supplies only what differs: the policy loss,
 the value loss, the passes over the rollout and what happens to the learning rate.
 
-A recurrent model (``model.is_recurrent``) gets minibatches of whole envs and evaluates each
-env's rollout as sequences from the state it had at the rollout's start.
+The policy is driven through its interface (:mod:`robolearn.models.policy`) only: a policy with
+``sequence_training`` gets minibatches of whole envs and scores each env's rollout as sequences
+from the state it had at the rollout's start; any other gets shuffled single steps.
 
 Host syncs: one per update (the logged statistics and the NaN check). The learning rate is a
 0-d tensor on the training device that the fused Adam reads there, so PPO's KL-adaptive rule runs
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from robolearn.algorithms.gae import normalize_advantages
-from robolearn.models.actor_critic import gaussian_kl
+from robolearn.algorithms.gae import compute_gae, normalize_advantages
+from robolearn.models import Policy, gaussian_kl
 
 if TYPE_CHECKING:
     from robolearn.distributed import Distributed
@@ -45,22 +46,23 @@ class OnPolicyAlgorithm:
 
     def __init__(
         self,
-        model: nn.Module,
+        policy: Policy,
         num_epochs: int,
         num_minibatches: int,
-        gamma: float = 0.99,
-        lam: float = 0.95,
-        value_coef: float = 1.0,
-        entropy_coef: float = 0.005,
-        lr: float = 1e-3,
-        max_grad_norm: float = 1.0,
-        normalize_advantage: bool = True,
+        *,
+        gamma: float,
+        lam: float,
+        value_coef: float,
+        entropy_coef: float,
+        lr: float,
+        max_grad_norm: float,
+        normalize_advantage: bool,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.distributed = distributed if distributed is not None and distributed.enabled else None
-        self.model = model.to(self.device)
+        self.policy = policy.to(self.device)
         self.num_epochs = num_epochs
         self.num_minibatches = num_minibatches
         self.gamma = gamma
@@ -73,7 +75,7 @@ class OnPolicyAlgorithm:
         # CUDA kernel reads a float32 lr tensor), so an adaptive rule needs no host sync
         lr_dtype = torch.float32 if self.device.type == "cuda" else torch.float64
         self.lr_tensor = torch.tensor(lr, dtype=lr_dtype, device=self.device)
-        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.parameters = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.parameters, lr=self.lr_tensor, fused=True)
 
     @property
@@ -99,22 +101,26 @@ class OnPolicyAlgorithm:
         mean, std = self.distributed.mean_std(advantages)
         return (advantages - mean) / (std + 1e-8)
 
+    def compute_returns(self, storage: RolloutStorage) -> None:
+        """Fill the storage's ``advantages`` and ``returns`` with GAE(γ, λ)."""
+        if storage.step != storage.num_steps:
+            raise RuntimeError(f"rollout incomplete: {storage.step} of {storage.num_steps} steps added")
+        advantages, returns = compute_gae(storage.rewards, storage.values, storage.dones, storage.next_values,
+                                          self.gamma, self.lam)
+        storage.advantages.copy_(advantages)
+        storage.returns.copy_(returns)
+
     def update(self, storage: RolloutStorage) -> dict[str, float]:
-        """Learn from a full rollout, then fold its observations into the model's normalisers and
+        """Learn from a full rollout, then fold its observations into the policy's normalisers and
         clear it. Returns the means over minibatches of :data:`STAT_NAMES`, plus ``lr``."""
-        self.model.train()
-        storage.compute_returns(self.gamma, self.lam)
+        self.policy.train()
+        self.compute_returns(storage)
         stat_sums = torch.zeros(len(STAT_NAMES), device=self.device)
-        if self.model.is_recurrent:
-            batches = storage.env_minibatches(self.num_minibatches, self.num_epochs)
-        else:
-            batches = storage.minibatches(self.num_minibatches, self.num_epochs)
+        batches = storage.minibatches(self.num_minibatches, self.num_epochs,
+                                      whole_envs=self.policy.sequence_training)
         for batch in batches:
-            if batch.state is None:
-                log_prob, entropy, values, mean, std = self.model.evaluate(batch.obs, batch.actions)
-            else:
-                log_prob, entropy, values, mean, std = self.model.evaluate(batch.obs, batch.actions, batch.state,
-                                                                           batch.dones)
+            log_prob, entropy, values, mean, std = self.policy.evaluate_actions(batch.obs, batch.actions,
+                                                                                batch.state, batch.dones)
 
             # KL(π_old ‖ π_θ) on this minibatch, before its gradient step
             with torch.no_grad():
@@ -142,7 +148,7 @@ class OnPolicyAlgorithm:
         stat_means = stat_sums / (self.num_epochs * self.num_minibatches)
         if self.distributed is not None:
             self.distributed.all_reduce_mean_(stat_means)
-        params_finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+        params_finite = torch.stack([p.isfinite().all() for p in self.policy.parameters()]).all()
         *means, finite = torch.cat([stat_means, params_finite.float().unsqueeze(0)]).tolist()
         lr = self.lr  # the stream is drained by now: no wait
         stats = dict(zip(STAT_NAMES, means))
@@ -157,9 +163,9 @@ class OnPolicyAlgorithm:
         return {**stats, "lr": lr}
 
     def update_normalizers(self, obs) -> None:
-        """Fold observations into the model's normalisers (merged over ranks when distributed)."""
+        """Fold observations into the policy's normalisers (merged over ranks when distributed)."""
         reduce = self.distributed.reduce_moments if self.distributed is not None else None
-        self.model.update_normalizers(obs, reduce)
+        self.policy.update_normalizers(obs, reduce)
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "lr": self.lr}

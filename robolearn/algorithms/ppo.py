@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from robolearn.algorithms.on_policy import OnPolicyAlgorithm, squared_error_value_loss
 
 if TYPE_CHECKING:
     from robolearn.distributed import Distributed
+    from robolearn.models import Policy
     from robolearn.storage import Minibatch
 
 MIN_LR, MAX_LR = 1e-5, 1e-2
@@ -39,19 +39,11 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     return torch.max((values - returns).square(), (values_clipped - returns).square()).mean()
 
 
-def adapt_learning_rate(lr: float, kl: float, desired_kl: float) -> float:
-    """rsl_rl's rule: KL above 2× the target divides lr by 1.5, below half multiplies it by 1.5."""
-    if kl > 2.0 * desired_kl:
-        return max(MIN_LR, lr / 1.5)
-    if kl < 0.5 * desired_kl:
-        return min(MAX_LR, lr * 1.5)
-    return lr
-
-
 @torch.no_grad()
 def adapt_learning_rate_(lr: torch.Tensor, kl: torch.Tensor, desired_kl: float) -> torch.Tensor:
-    """:func:`adapt_learning_rate` on tensors, in place on ``lr`` (a 0-d tensor): no host sync.
-    The comparisons run in ``lr``'s dtype (float64 on CPU: the same decisions as the float rule)."""
+    """rsl_rl's rule, in place on ``lr`` (a 0-d tensor on the training device, so no host sync):
+    KL above 2× the target divides lr by 1.5 (not below 1e-5), below half multiplies it by 1.5
+    (not above 1e-2). The comparisons run in ``lr``'s dtype (float64 on CPU)."""
     kl = kl.to(lr.dtype)
     lowered = (lr / 1.5).clamp_min(MIN_LR)
     raised = (lr * 1.5).clamp_max(MAX_LR)
@@ -62,32 +54,34 @@ class PPO(OnPolicyAlgorithm):
     """Updates an actor-critic (MLP or recurrent) from a full :class:`RolloutStorage`, ``num_epochs``
     passes of ``num_minibatches`` minibatches each.
 
-    Keyword arguments equal the fields of ``robolearn.config.AlgorithmConfig`` (less ``name`` and
-    ``num_steps``), plus the ``device`` and, for data-parallel training, the ``distributed`` context.
+    Keyword arguments equal the fields of :class:`robolearn.config.AlgorithmConfig` (less ``name``;
+    ``AlgorithmConfig.algorithm_kwargs()`` gives them, with their defaults), plus the ``device``
+    and, for data-parallel training, the ``distributed`` context.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        num_epochs: int = 5,
-        num_minibatches: int = 4,
-        gamma: float = 0.99,
-        lam: float = 0.95,
-        clip_ratio: float = 0.2,
-        clip_value: bool = True,
-        value_coef: float = 1.0,
-        entropy_coef: float = 0.005,
-        lr: float = 1e-3,
-        lr_schedule: str = "adaptive",
-        desired_kl: float = 0.01,
-        max_grad_norm: float = 1.0,
-        normalize_advantage: bool = True,
+        policy: Policy,
+        *,
+        num_epochs: int,
+        num_minibatches: int,
+        gamma: float,
+        lam: float,
+        clip_ratio: float,
+        clip_value: bool,
+        value_coef: float,
+        entropy_coef: float,
+        lr: float,
+        lr_schedule: str,
+        desired_kl: float,
+        max_grad_norm: float,
+        normalize_advantage: bool,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
         if lr_schedule not in ("adaptive", "fixed"):
             raise ValueError(f"lr_schedule must be 'adaptive' or 'fixed', got {lr_schedule!r}")
-        super().__init__(model, num_epochs, num_minibatches, gamma=gamma, lam=lam, value_coef=value_coef,
+        super().__init__(policy, num_epochs, num_minibatches, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
                          normalize_advantage=normalize_advantage, device=device,
                          distributed=distributed)

@@ -1,9 +1,16 @@
-"""Policy and value networks."""
+"""Policies: one interface (:class:`Policy`), built by name from the ``policy`` config section."""
 
-from robolearn.models.actor_critic import ActorCritic, build_activation, gaussian_kl
+from robolearn.models.actor_critic import DeployableMLP, MLPActorCritic, build_activation, gaussian_kl
 from robolearn.models.normalizer import EmpiricalNormalizer
-from robolearn.models.recurrent import RecurrentActorCritic, reset_finished
+from robolearn.models.policy import (POLICIES, ActionScores, Policy, PolicyStep, build_policy,
+                                     register_policy)
+from robolearn.models.recurrent import DeployableRecurrent, GRUActorCritic, LSTMActorCritic, RecurrentActorCritic
 from robolearn.models.trajectories import Trajectories
 
-__all__ = ["ActorCritic", "EmpiricalNormalizer", "RecurrentActorCritic", "Trajectories", "build_activation",
-           "gaussian_kl", "reset_finished"]
+register_policy("mlp", MLPActorCritic)
+register_policy("lstm", LSTMActorCritic)
+register_policy("gru", GRUActorCritic)
+
+__all__ = ["POLICIES", "ActionScores", "DeployableMLP", "DeployableRecurrent", "EmpiricalNormalizer",
+           "GRUActorCritic", "LSTMActorCritic", "MLPActorCritic", "Policy", "PolicyStep", "RecurrentActorCritic",
+           "Trajectories", "build_activation", "build_policy", "gaussian_kl", "register_policy"]

@@ -1,4 +1,5 @@
-"""Actor-critic MLPs with a diagonal Gaussian policy (state-independent log-std).
+"""The feed-forward actor-critic (MLP actor and critic, diagonal Gaussian policy with a
+state-independent log-std) and the building blocks other policies share.
 
 Observations are dicts of groups, ``{"policy": [N, Dp], "critic": [N, Dc]}``: the actor reads
 ``policy``, the critic the group named by ``critic_obs``. Each group used is normalised by its own
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from robolearn.models.normalizer import EmpiricalNormalizer, ReduceMoments
+from robolearn.models.policy import ActionScores, Policy, PolicyStep
 
 LOG_2PI = math.log(2.0 * math.pi)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -97,21 +99,21 @@ def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor,
             - 0.5).sum(-1)
 
 
-class ActorCritic(nn.Module):
-    """π(a|s) = N(μ_θ(s), diag(σ²)) with a learned log σ, and a separate critic V_φ(s)."""
-
-    is_recurrent = False
+class MLPActorCritic(Policy):
+    """π(a|s) = N(μ_θ(s), diag(σ²)) with a learned log σ, and a separate critic V_φ(s); no memory
+    (its state is the empty ``[N, 0]``)."""
 
     def __init__(
         self,
         obs_dims: Mapping[str, int],
         action_dim: int,
-        actor_hidden: Sequence[int] = (128, 128),
-        critic_hidden: Sequence[int] = (128, 128),
-        activation: str = "elu",
-        init_std: float = 1.0,
-        normalize_obs: bool = True,
-        critic_obs: str = "policy",
+        *,
+        actor_hidden: Sequence[int],
+        critic_hidden: Sequence[int],
+        activation: str,
+        init_std: float,
+        normalize_obs: bool,
+        critic_obs: str,
     ) -> None:
         super().__init__()
         self.critic_obs = critic_obs
@@ -120,26 +122,54 @@ class ActorCritic(nn.Module):
         self.critic = build_mlp(obs_dims[critic_obs], critic_hidden, 1, activation, output_gain=1.0)
         self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
 
-    def act(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Sample a ~ π(·|s): ``(actions, log_prob, values, mean, std)``, each ``[N, A]`` or ``[N]``."""
-        mean = self.act_deterministic(obs)
+    def initial_state(self, num_envs: int) -> torch.Tensor:
+        return self.log_std.new_zeros(num_envs, 0)
+
+    def act(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> PolicyStep:
+        """Sample a ~ π(·|s); the (empty) state passes through."""
+        mean = self._mean(obs)
         actions, log_prob = gaussian_sample(mean, self.log_std)
-        return actions, log_prob, self.value(obs), mean, self.log_std.exp().expand_as(mean)
+        return PolicyStep(actions, log_prob, self.value(obs, state), mean, self.log_std.exp().expand_as(mean), state)
 
-    def act_deterministic(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def act_inference(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """μ_θ(s), the action a deployed policy takes."""
-        return self.actor(self.obs_normalizers["policy"](obs["policy"]))
+        return self._mean(obs), state
 
-    def evaluate(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(log_prob, entropy, values, mean, std)`` of given actions under the current policy."""
-        mean = self.act_deterministic(obs)
+    def evaluate_actions(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor, state: torch.Tensor | None,
+                         dones: torch.Tensor | None) -> ActionScores:
+        """Scores of a batch of single steps (``state`` and ``dones`` are not needed)."""
+        mean = self._mean(obs)
         log_prob, entropy = gaussian_log_prob_entropy(actions, mean, self.log_std)
-        return log_prob, entropy, self.value(obs), mean, self.log_std.exp().expand_as(mean)
+        return ActionScores(log_prob, entropy, self.value(obs, state), mean, self.log_std.exp().expand_as(mean))
 
-    def value(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def value(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor | None) -> torch.Tensor:
         """V_φ(s), ``[N]``."""
         return self.critic(self.obs_normalizers[self.critic_obs](obs[self.critic_obs])).squeeze(-1)
 
     def update_normalizers(self, obs: Mapping[str, torch.Tensor], reduce: ReduceMoments | None = None) -> None:
         """Fold a batch of observations (any leading shape) into each group's statistics."""
         update_obs_normalizers(self.obs_normalizers, obs, reduce)
+
+    def deployable_actor(self) -> "DeployableMLP":
+        return DeployableMLP(self.obs_normalizers["policy"], self.actor).eval()
+
+    def _mean(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.actor(self.obs_normalizers["policy"](obs["policy"]))
+
+
+class DeployableMLP(nn.Module):
+    """``actor(normalizer(obs))``: the deterministic action of an :class:`MLPActorCritic`, sharing its
+    weights (the interface :mod:`robolearn.deploy.export` traces)."""
+
+    recurrent = None
+
+    def __init__(self, normalizer: nn.Module, actor: nn.Sequential):
+        super().__init__()
+        linears = [m for m in actor if isinstance(m, nn.Linear)]
+        self.obs_dim = linears[0].in_features
+        self.action_dim = linears[-1].out_features
+        self.normalizer = normalizer
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.normalizer(obs))

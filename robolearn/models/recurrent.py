@@ -7,9 +7,9 @@ asymmetric actor-critic), so the exported actor never needs what the robot canno
 
 The state is one tensor ``[S, layers, N, rnn_hidden]``: the actor's ``h`` (and ``c`` for an LSTM),
 then the critic's. Collection steps it explicitly (:meth:`act` returns the new state) and zeroes it
-where an episode ended (:func:`reset_finished`); training runs whole rollout segments between
-episode ends through the cell in one call (:class:`~robolearn.models.trajectories.Trajectories`:
-truncated BPTT over the rollout).
+where an episode ended (:meth:`~robolearn.models.policy.Policy.reset_state`); training runs whole
+rollout segments between episode ends through the cell in one call
+(:class:`~robolearn.models.trajectories.Trajectories`: truncated BPTT over the rollout).
 """
 
 from __future__ import annotations
@@ -23,14 +23,10 @@ from torch import nn
 from robolearn.models.actor_critic import (build_activation, build_mlp, build_obs_normalizers,
                                            gaussian_log_prob_entropy, gaussian_sample, update_obs_normalizers)
 from robolearn.models.normalizer import ReduceMoments
+from robolearn.models.policy import ActionScores, Policy, PolicyStep
 from robolearn.models.trajectories import Trajectories
 
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def reset_finished(state: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
-    """h ← h · (1 − done) per env: a new episode starts from a zero state. ``dones``: ``[N]``."""
-    return state * (1.0 - dones.to(state.dtype)).unsqueeze(-1)
 
 
 class Memory(nn.Module):
@@ -59,30 +55,32 @@ class Memory(nn.Module):
         return out, (h,)
 
 
-class RecurrentActorCritic(nn.Module):
-    """π(a_t|o_≤t) = N(μ_θ(m_t), diag(σ²)) with memory m_t = RNN(o_t, m_{t−1}); V_φ on its own memory."""
+class RecurrentActorCritic(Policy):
+    """π(a_t|o_≤t) = N(μ_θ(m_t), diag(σ²)) with memory m_t = RNN(o_t, m_{t−1}); V_φ on its own memory.
+    Registered as :class:`LSTMActorCritic` (``policy.class: lstm``) and :class:`GRUActorCritic` (``gru``)."""
 
-    is_recurrent = True
+    sequence_training = True
+    #: the recurrent cell, ``lstm`` | ``gru`` (set by the registered subclasses)
+    cell: str
 
     def __init__(
         self,
         obs_dims: Mapping[str, int],
         action_dim: int,
-        cell: str = "lstm",
-        rnn_hidden: int = 128,
-        rnn_layers: int = 1,
-        encoder_hidden: Sequence[int] = (),
-        actor_hidden: Sequence[int] = (128,),
-        critic_hidden: Sequence[int] = (128,),
-        activation: str = "elu",
-        init_std: float = 1.0,
-        normalize_obs: bool = True,
-        critic_obs: str = "policy",
+        *,
+        rnn_hidden: int,
+        rnn_layers: int,
+        encoder_hidden: Sequence[int],
+        actor_hidden: Sequence[int],
+        critic_hidden: Sequence[int],
+        activation: str,
+        init_std: float,
+        normalize_obs: bool,
+        critic_obs: str,
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown recurrent cell {cell!r} (choose from {', '.join(CELLS)})")
-        self.cell, self.rnn_hidden, self.rnn_layers = cell, rnn_hidden, rnn_layers
+        cell = self.cell
+        self.rnn_hidden, self.rnn_layers = rnn_hidden, rnn_layers
         self.critic_obs = critic_obs
         self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs)
         self.actor_memory = Memory(cell, obs_dims["policy"], encoder_hidden, rnn_hidden, rnn_layers, activation)
@@ -105,8 +103,8 @@ class RecurrentActorCritic(nn.Module):
         return state[:self.num_states], state[self.num_states:]
 
     # ------------------------------------------------------------------ one step (collection)
-    def act(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Sample a ~ π(·|o, m): ``(actions, log_prob, values, mean, std, new_state)``; ``obs`` ``[N, D]``."""
+    def act(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> PolicyStep:
+        """Sample a ~ π(·|o, m) and advance both memories; ``obs`` ``[N, D]``."""
         actor_state, critic_state = self._split(state)
         actor_features, actor_state = self._step(self.actor_memory, obs, "policy", actor_state)
         critic_features, critic_state = self._step(self.critic_memory, obs, self.critic_obs, critic_state)
@@ -114,7 +112,14 @@ class RecurrentActorCritic(nn.Module):
         actions, log_prob = gaussian_sample(mean, self.log_std)
         values = self.critic(critic_features).squeeze(-1)
         new_state = torch.stack([*actor_state, *critic_state])
-        return actions, log_prob, values, mean, self.log_std.exp().expand_as(mean), new_state
+        return PolicyStep(actions, log_prob, values, mean, self.log_std.exp().expand_as(mean), new_state)
+
+    def act_inference(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean action from the actor memory alone (as deployed); the critic's part of the
+        state passes through."""
+        actor_state, critic_state = self._split(state)
+        mean, *actor_state = self.actor_step(obs["policy"], *actor_state)
+        return mean, torch.cat([torch.stack(actor_state), critic_state])
 
     def value(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
         """V_φ(o, m), ``[N]`` (used to bootstrap; the state is not advanced)."""
@@ -134,10 +139,10 @@ class RecurrentActorCritic(nn.Module):
         return out[0], state
 
     # ------------------------------------------------------------------ whole rollouts (training)
-    def evaluate(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor, state: torch.Tensor,
-                 dones: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(log_prob, entropy, values, mean, std)`` ``[T, N(, A)]`` of a rollout slice ``[T, N, ...]``
-        that started from ``state`` ``[S, layers, N, H]``, with episodes ending where ``dones``."""
+    def evaluate_actions(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor, state: torch.Tensor,
+                         dones: torch.Tensor) -> ActionScores:
+        """Scores ``[T, n(, A)]`` of a rollout slice ``[T, n, ...]`` that started from ``state``
+        ``[S, layers, n, H]``, with episodes ending where ``dones``."""
         trajectories = Trajectories(dones)
         actor_state, critic_state = self._split(state)
         actor_features = self._run_segments(self.actor_memory, obs, "policy", actor_state, trajectories)
@@ -145,7 +150,7 @@ class RecurrentActorCritic(nn.Module):
         mean = self.actor(actor_features)
         log_prob, entropy = gaussian_log_prob_entropy(actions, mean, self.log_std)
         values = self.critic(critic_features).squeeze(-1)
-        return log_prob, entropy, values, mean, self.log_std.exp().expand_as(mean)
+        return ActionScores(log_prob, entropy, values, mean, self.log_std.exp().expand_as(mean))
 
     def _run_segments(self, memory: Memory, obs: Mapping[str, torch.Tensor], group: str, state: torch.Tensor,
                       trajectories: Trajectories) -> torch.Tensor:
@@ -161,3 +166,35 @@ class RecurrentActorCritic(nn.Module):
     def update_normalizers(self, obs: Mapping[str, torch.Tensor], reduce: ReduceMoments | None = None) -> None:
         """Fold a batch of observations (any leading shape) into each group's statistics."""
         update_obs_normalizers(self.obs_normalizers, obs, reduce)
+
+    def deployable_actor(self) -> "DeployableRecurrent":
+        return DeployableRecurrent(self).eval()
+
+
+class LSTMActorCritic(RecurrentActorCritic):
+    """``policy.class: lstm``."""
+
+    cell = "lstm"
+
+
+class GRUActorCritic(RecurrentActorCritic):
+    """``policy.class: gru``."""
+
+    cell = "gru"
+
+
+class DeployableRecurrent(nn.Module):
+    """``model.actor_step(obs, h[, c])``: the deterministic action of a :class:`RecurrentActorCritic`
+    (normaliser, actor memory and head; the critic is never called), sharing its weights."""
+
+    def __init__(self, model: RecurrentActorCritic):
+        super().__init__()
+        memory = model.actor_memory
+        encoder = [m for m in memory.encoder if isinstance(m, nn.Linear)]
+        self.obs_dim = encoder[0].in_features if encoder else memory.rnn.input_size
+        self.action_dim = model.log_std.numel()
+        self.recurrent = {"cell": model.cell, "layers": model.rnn_layers, "hidden_size": model.rnn_hidden}
+        self.model = model
+
+    def forward(self, obs: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.actor_step(obs, *state)

@@ -1,4 +1,4 @@
-"""Runner: bootstrapping, checkpoints and resume, NaN stop, CLI train / eval, learning."""
+"""Trainer: bootstrapping, one policy interface, NaN stop, CLI train / eval, per-term reward logs, learning."""
 
 import csv
 import json
@@ -15,11 +15,11 @@ import torch
 
 from robolearn.checkpoint import CheckpointError, load_checkpoint
 from robolearn.config import load_config
-from robolearn.runner import OnPolicyRunner, TrainingDiverged
+from robolearn.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = ROOT / "configs" / "nav.yaml"
-SMALL = ["env.num_envs=16", "algorithm.num_steps=16", "policy.actor_hidden=[32,32]",
+SMALL = ["env.num_envs=16", "runner.num_steps=16", "policy.actor_hidden=[32,32]",
          "policy.critic_hidden=[32,32]", "runner.max_iterations=2", "device=cpu", "env.nthread=1"]
 
 
@@ -34,7 +34,7 @@ def robolearn(*args, **kwargs):
 
 def test_truncated_episodes_bootstrap_from_final_obs(tmp_path):
     # 0.5 s episodes = 10 control steps: every env is truncated at steps 10 and 20 of the rollout
-    runner = OnPolicyRunner(small_config("env.episode_seconds=0.5", "env.goal_distance=[4, 5]"), tmp_path)
+    runner = Trainer(small_config("env.episode_seconds=0.5", "env.goal_distance=[4, 5]"), tmp_path)
     finals, steps = {}, []
     step = runner.env.step
 
@@ -46,52 +46,27 @@ def test_truncated_episodes_bootstrap_from_final_obs(tmp_path):
         return out
 
     runner.env.step = recording_step
-    obs = runner.torch_env.reset()
-    last_obs, _ = runner._collect(obs)
+    runner.obs = runner.torch_env.reset()
+    runner.policy_state = runner.policy.initial_state(16)
+    runner._collect()
+    last_obs = runner.obs
     s = runner.storage
     with torch.no_grad():
         for t, (terminated, truncated) in enumerate(steps):
             if truncated.any():
-                expected = runner.model.value(finals[t])
+                expected = runner.policy.value(finals[t], None)
                 np.testing.assert_allclose(s.next_values[t][truncated].numpy(), expected[truncated].numpy(), rtol=1e-6)
                 # V(final_obs) is not V of the returned (post-reset) observation
                 assert not torch.allclose(s.next_values[t][truncated], s.values[t + 1][truncated])
             assert torch.all(s.next_values[t][terminated] == 0)
             running = ~(terminated | truncated)
-            following = s.values[t + 1] if t + 1 < s.num_steps else runner.model.value(last_obs)
+            following = s.values[t + 1] if t + 1 < s.num_steps else runner.policy.value(last_obs, None)
             np.testing.assert_allclose(s.next_values[t][running].numpy(), following[running].numpy(), rtol=1e-6)
     assert sum(tr.sum() for _, tr in steps) == runner.env.num_envs  # all truncated at step 10 of 16
 
 
-def test_checkpoint_round_trip_and_resume(tmp_path):
-    a = OnPolicyRunner(small_config(), tmp_path / "run")
-    a.learn()
-    rng_after_a = torch.get_rng_state()  # the stream run A would continue with
-    state = load_checkpoint(tmp_path / "run")
-    assert state["iteration"] == 2 and set(state["rng"]) >= {"torch", "numpy", "python", "env"}
-    b = OnPolicyRunner.from_checkpoint(tmp_path / "run", config=small_config("runner.max_iterations=3"))
-    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
-        assert torch.equal(pa, pb), name
-    assert b.algorithm.lr == a.algorithm.lr and b.iteration == 2 and b.env_steps == a.env_steps
-    assert torch.equal(torch.get_rng_state(), rng_after_a)
-    assert b.env.np_random.bit_generator.state == a.env.np_random.bit_generator.state
-    obs_gen = torch.Generator().manual_seed(0)
-    obs = {g: torch.randn(8, d, generator=obs_gen) for g, d in a.obs_dims.items()}
-    with torch.no_grad():
-        actions_b = b.model.act(obs)[0]
-        torch.set_rng_state(rng_after_a)
-        actions_a = a.model.act(obs)[0]
-    assert torch.equal(actions_a, actions_b)  # the same next batch of actions
-    b.learn()
-    with (tmp_path / "run" / "metrics.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
-    assert int(rows[2]["env_steps"]) == 3 * 16 * 16
-    assert load_checkpoint(tmp_path / "run")["iteration"] == 3
-
-
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
-    runner = OnPolicyRunner(small_config("runner.max_iterations=5", "runner.checkpoint_interval=1"), tmp_path)
+    runner = Trainer(small_config("runner.max_iterations=5", "runner.checkpoint_interval=1"), tmp_path)
     step, calls = runner.env.step, [0]
 
     def poisoned_step(actions):
@@ -106,7 +81,7 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"iteration 3: .*non-finite.*last good checkpoint: .*last\.pt"):
         runner.learn()
     state = load_checkpoint(tmp_path)
-    assert state["iteration"] == 2
+    assert state["iteration"] == 2 and not list((tmp_path / "checkpoints").glob("model_000003.pt"))
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
@@ -134,7 +109,8 @@ def test_cli_train_then_eval_json_and_video(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2
     for column in ("iteration", "env_steps", "wall_s", "steps_per_s", "return_mean", "success_rate", "episode_len",
-                   "policy_loss", "value_loss", "entropy", "kl", "lr", "spl", "collisions"):
+                   "policy_loss", "value_loss", "entropy", "kl", "lr", "spl", "collisions", "reward/success",
+                   "reward/slack", "reward/progress", "reward/collision"):
         assert column in rows[0]
     assert "it     2" in out.stdout  # plain log lines when stdout is not a terminal
 
@@ -170,32 +146,33 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    assert "interrupted: saving a checkpoint" in stdout
+    assert "Ctrl-C: finishing this iteration" in stdout and "stopping on request: saving a checkpoint" in stdout
     state = load_checkpoint(run)
     assert state["iteration"] >= 1
 
 
 def test_bad_config_on_train_is_one_line(tmp_path):
-    out = robolearn("train", str(NAV), "algorithm.num_stepz=8", "--run-dir", str(tmp_path / "r"))
+    out = robolearn("train", str(NAV), "runner.num_stepz=8", "--run-dir", str(tmp_path / "r"))
     assert out.returncode == 2
-    assert out.stderr.strip() == "robolearn: config error: override 'algorithm.num_stepz=8': algorithm.num_stepz: unknown key"
+    assert out.stderr.strip() == ("robolearn: config error: override 'runner.num_stepz=8': runner.num_stepz: unknown key "
+                                  "(did you mean num_steps?)")
     assert not (tmp_path / "r").exists()
 
 
 def test_seeded_short_run_learns_to_reach_goals(tmp_path):
     """Open arena, near goals: a fixed-seed run of ~15 s goes from rare to frequent success."""
     from robolearn.envs import make_env
-    from robolearn.evaluate import evaluate
+    from robolearn.evaluation import run_episodes
 
     config = load_config(NAV, ["device=cpu", "seed=3", "env.num_envs=128", "env.obstacles.count=[0, 0]",
                                "env.goal_distance=[1.0, 2.0]", "env.episode_seconds=10",
                                "runner.max_iterations=40", "runner.checkpoint_interval=1000"])
-    runner = OnPolicyRunner(config, tmp_path)
+    runner = Trainer(config, tmp_path)
     eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=99)
-    before = evaluate(runner.model.eval(), eval_env, episodes=100)["success_rate"]
+    before = run_episodes(runner.policy.eval(), eval_env, episodes=100)["success_rate"]
     runner.learn()
     eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=99)
-    after = evaluate(runner.model.eval(), eval_env, episodes=100)["success_rate"]
+    after = run_episodes(runner.policy.eval(), eval_env, episodes=100)["success_rate"]
     assert before < 0.3
     assert after > before + 0.4, (before, after)
 
@@ -210,7 +187,7 @@ ADR = ["randomization.adr.enabled=true", "randomization.adr.queue_length=2", "ra
 def test_adr_is_logged_checkpointed_and_resumed(tmp_path):
     """With the objective episode length above t_high, every full queue moves its bound outward:
     the ranges grow, are logged every iteration, saved, and restored exactly on resume."""
-    a = OnPolicyRunner(small_config(*ADR, "runner.max_iterations=3"), tmp_path / "run")
+    a = Trainer(small_config(*ADR, "runner.max_iterations=3"), tmp_path / "run")
     a.learn()
     adr = a.env.randomizer.adr
     assert adr.moves > 0 and adr.entropy() > np.log(1e-6)
@@ -221,7 +198,7 @@ def test_adr_is_logged_checkpointed_and_resumed(tmp_path):
     entropy = [float(r["adr/entropy"]) for r in rows]
     assert entropy == sorted(entropy) and entropy[-1] > entropy[0]
     assert float(rows[-1]["adr/mass/hi"]) == pytest.approx(adr.ranges[0, 1]) and adr.ranges[0, 1] <= 2.0
-    b = OnPolicyRunner.from_checkpoint(tmp_path / "run", config=small_config(*ADR, "runner.max_iterations=4"))
+    b = Trainer.from_checkpoint(tmp_path / "run", config=small_config(*ADR, "runner.max_iterations=4"))
     assert b.env.randomizer.adr.ranges.tolist() == adr.ranges.tolist()
     assert b.env.randomizer.adr.queues == adr.queues
     assert b.env.randomizer.adr.rng.bit_generator.state == adr.rng.bit_generator.state
@@ -237,3 +214,13 @@ def test_adr_is_logged_checkpointed_and_resumed(tmp_path):
     bad.write_text("params: {m: {target: body_mass, select: {bodies: [chassis]}, init_range: [2, 2]}}\n")
     out = robolearn("eval", str(tmp_path / "run"), "--episodes", "2", "--randomization", str(bad))
     assert out.returncode == 2 and "'chassis' matches no body" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_randomization_error_names_the_file_or_override(tmp_path):
+    """Selections are checked against the model when the env is built, after loading: the error
+    still names where the key came from."""
+    params = ("randomization.params={m: {target: body_mass, select: {bodies: [chassis]}, init_range: [1, 1]}}")
+    out = robolearn("train", str(NAV), *SMALL, params, "--run-dir", str(tmp_path / "r"))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"robolearn: config error: override {params!r}: randomization.params.m.select.bodies:")
+    assert not (tmp_path / "r").exists()  # nothing was claimed

@@ -1,29 +1,19 @@
-"""Experiment configuration: YAML files -> validated pydantic models, plus ``KEY=VALUE`` overrides.
+"""The experiment schema: one pydantic model per config section, each key a constructor argument.
 
-One YAML file describes an experiment::
-
-    experiment: nav
-    seed: 1
-    device: auto
-    env: {task: robolearn/Nav-v0, num_envs: 256, ...}   # validated against the task's config class
-    algorithm: {...}
-    policy: {...}
-    runner: {...}
-
-Every section is a :class:`StrictModel`: unknown keys, wrong types and impossible values are
-errors. :func:`load_config` turns any of them into a :class:`ConfigError` whose message is one line
-naming the file (or the command-line override) and the dotted key.
+Every section is a :class:`StrictModel`: unknown keys, wrong types (no silent ``true`` -> 1, no
+``"3"`` -> 3), NaN or infinite numbers and impossible values are errors. Two sections depend on a
+name inside them: ``env`` is validated by the config class of the task ``env.task`` names, and
+``policy`` by the schema of the policy ``policy.class`` names. Both are looked up in registries
+here, which the tasks (:mod:`robolearn.envs`) and policies (:mod:`robolearn.models`) fill when
+they are imported; this module imports neither.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_serializer,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, model_serializer, model_validator
 
 
 class ConfigError(ValueError):
@@ -31,9 +21,11 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are validated."""
+    """Base of every config section: unknown keys, lax type coercion and non-finite floats are
+    errors; assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True,
+                              frozen=False)
 
 
 class Range(StrictModel):
@@ -80,6 +72,23 @@ class EnvConfig(StrictModel):
     nthread: int = Field(0, ge=0, description="physics threads; 0 uses every CPU")
 
 
+#: ``env.task`` -> the task's config class (filled by :func:`robolearn.envs.register_task`)
+ENV_CONFIGS: dict[str, type[EnvConfig]] = {}
+
+
+def register_env_config(task: str, config_cls: type[EnvConfig]) -> None:
+    """Validate ``env`` sections naming ``task`` with ``config_cls``."""
+    ENV_CONFIGS[task] = config_cls
+
+
+def env_config_class(task: str) -> type[EnvConfig]:
+    """The config class of a registered task (KeyError with a one-line message otherwise)."""
+    if task not in ENV_CONFIGS:
+        known = ", ".join(sorted(ENV_CONFIGS)) or "none: import robolearn.envs to register the bundled tasks"
+        raise KeyError(f"unknown task {task!r} (registered: {known})")
+    return ENV_CONFIGS[task]
+
+
 #: keys only PPO reads; A2C makes one pass per rollout at a fixed learning rate, without clipping
 PPO_ONLY_KEYS = ("num_epochs", "num_minibatches", "clip_ratio", "clip_value", "lr_schedule", "desired_kl")
 
@@ -88,7 +97,6 @@ class AlgorithmConfig(StrictModel):
     """PPO / A2C hyper-parameters (keys equal the algorithm's constructor arguments)."""
 
     name: Literal["ppo", "a2c"] = "ppo"
-    num_steps: int = Field(24, gt=0, description="rollout length per env")
     num_epochs: int = Field(5, gt=0)
     num_minibatches: int = Field(4, gt=0)
     gamma: float = Field(0.99, gt=0.0, le=1.0)
@@ -113,21 +121,17 @@ class AlgorithmConfig(StrictModel):
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         """The constructor arguments of the algorithm ``name`` (less model and device)."""
-        unused = {"name", "num_steps", *(PPO_ONLY_KEYS if self.name == "a2c" else ())}
+        unused = {"name", *(PPO_ONLY_KEYS if self.name == "a2c" else ())}
         return self.model_dump(exclude=unused)
 
 
-#: keys only a recurrent policy reads
-RECURRENT_KEYS = ("rnn_hidden", "rnn_layers", "encoder_hidden")
-
-
 class PolicyConfig(StrictModel):
-    """Actor-critic network: ``class`` mlp (MLP actor and critic) or lstm | gru (each of actor and
-    critic: ``encoder_hidden`` layers, the recurrent cell, then ``actor_hidden`` / ``critic_hidden``)."""
+    """Keys every policy takes, and the schema of ``class: mlp`` (an MLP actor and critic). The
+    keys other than ``class`` are the policy class's constructor arguments."""
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
-    class_: Literal["mlp", "lstm", "gru"] = Field("mlp", alias="class")
+    class_: str = Field("mlp", alias="class")
     actor_hidden: list[int] = Field(default_factory=lambda: [128, 128])
     critic_hidden: list[int] = Field(default_factory=lambda: [128, 128])
     activation: Literal["elu", "relu", "tanh"] = "elu"
@@ -135,25 +139,48 @@ class PolicyConfig(StrictModel):
     normalize_obs: bool = True
     critic_obs: Literal["policy", "critic"] = Field(
         "policy", description="observation group the critic reads; 'critic' adds privileged state")
-    rnn_hidden: int = Field(128, gt=0, description="recurrent state size (lstm | gru)")
-    rnn_layers: int = Field(1, gt=0, description="stacked recurrent layers (lstm | gru)")
-    encoder_hidden: list[int] = Field(default_factory=list, description="MLP layers before the cell (lstm | gru)")
 
     @model_validator(mode="after")
     def _positive_layers(self) -> "PolicyConfig":
-        for name in ("actor_hidden", "critic_hidden", "encoder_hidden"):
-            if any(width <= 0 for width in getattr(self, name)):
-                raise ValueError(f"{name}: layer widths must be positive, got {getattr(self, name)}")
-        if self.class_ == "mlp":
-            for key in RECURRENT_KEYS:
-                if getattr(self, key) != type(self).model_fields[key].get_default(call_default_factory=True):
-                    raise ValueError(f"{key}: only for class lstm | gru (class is mlp)")
+        for name, value in self:
+            if isinstance(value, list) and any(width <= 0 for width in value):
+                raise ValueError(f"{name}: layer widths must be positive, got {value}")
         return self
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """The policy class's keyword arguments (every key but ``class``)."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name != "class_"}
+
+
+class RecurrentPolicyConfig(PolicyConfig):
+    """``class: lstm | gru``: each of actor and critic runs ``encoder_hidden`` layers, the recurrent
+    cell, then its ``actor_hidden`` / ``critic_hidden`` head."""
+
+    rnn_hidden: int = Field(128, gt=0, description="recurrent state size")
+    rnn_layers: int = Field(1, gt=0, description="stacked recurrent layers")
+    encoder_hidden: list[int] = Field(default_factory=list, description="MLP layers before the cell")
+
+
+#: ``policy.class`` -> the schema of its section (more through :func:`robolearn.models.register_policy`)
+POLICY_CONFIGS: dict[str, type[PolicyConfig]] = {"mlp": PolicyConfig, "lstm": RecurrentPolicyConfig,
+                                                 "gru": RecurrentPolicyConfig}
+
+
+def register_policy_config(name: str, config_cls: type[PolicyConfig]) -> None:
+    """Validate ``policy`` sections with ``class: name`` by ``config_cls``."""
+    POLICY_CONFIGS[name] = config_cls
+
+
+def policy_config_class(name: str) -> type[PolicyConfig]:
+    if name not in POLICY_CONFIGS:
+        raise KeyError(f"unknown policy class {name!r} (registered: {', '.join(sorted(POLICY_CONFIGS))})")
+    return POLICY_CONFIGS[name]
 
 
 class RunnerConfig(StrictModel):
-    """Training loop budget, logging and checkpoints."""
+    """Training loop: rollout length, budget (at least one key), logging and checkpoints."""
 
+    num_steps: int = Field(24, gt=0, description="rollout length per env and iteration")
     max_iterations: int | None = Field(None, gt=0)
     max_env_steps: int | None = Field(None, gt=0)
     max_seconds: float | None = Field(None, gt=0)
@@ -165,6 +192,16 @@ class RunnerConfig(StrictModel):
         "auto", description="auto: nccl on CUDA, gloo on CPU")
     sync_check_interval: int = Field(
         10, ge=0, description="compare parameters across ranks every N iterations (0: never)")
+
+    @model_validator(mode="after")
+    def _has_budget(self) -> "RunnerConfig":
+        if not (self.max_iterations or self.max_env_steps or self.max_seconds):
+            raise ValueError("no training budget: set max_iterations, max_env_steps or max_seconds")
+        return self
+
+    #: keys a resumed run may change (everything else is the run's and must stay as it was)
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("max_iterations", "max_env_steps", "max_seconds", "log_interval", "checkpoint_interval",
+                 "eval_episodes", "dist_backend", "sync_check_interval")
 
 
 RANDOMIZATION_TARGETS = {
@@ -190,6 +227,14 @@ class Selection(StrictModel):
     actuators: list[str] | None = None
     obs_terms: list[str] | None = None
     layout: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Selection":
+        for key, value in self:
+            if value is not None and len(value) == 0:
+                raise ValueError(f"{key}: an empty selection randomizes nothing (name at least one, or drop the "
+                                 "parameter)")
+        return self
 
 
 class RandomizationParam(StrictModel):
@@ -267,17 +312,29 @@ class RandomizationConfig(StrictModel):
 
 
 class Config(StrictModel):
-    """A whole experiment. Build it with :func:`validate_config` / :func:`load_config`, which
-    validate ``env`` against the config class of the task it names."""
+    """A whole experiment. Build it with :func:`robolearn.config.validate_config` /
+    :func:`~robolearn.config.load_config`, which validate ``env`` and ``policy`` with the classes
+    their ``task`` and ``class`` name."""
 
     experiment: str = "default"
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    env: SerializeAsAny[EnvConfig] = Field(default_factory=EnvConfig)
+    env: SerializeAsAny[EnvConfig]
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    policy: SerializeAsAny[PolicyConfig] = Field(default_factory=PolicyConfig)
+    runner: RunnerConfig
     randomization: RandomizationConfig = Field(default_factory=RandomizationConfig)
+    #: where the config came from (file, overrides): set by the loaders, names the source of an error
+    _origin: Any = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the same experiment, wherever it was loaded from
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+
+    __hash__ = None
+
+    def origin(self, key: str) -> str:
+        """The file or override a dotted key came from (for errors found after loading)."""
+        return self._origin.describe(key) if self._origin is not None else "<config>"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -286,148 +343,3 @@ class Config(StrictModel):
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-# ---------------------------------------------------------------------------------------------
-# loading, overrides, error messages
-
-
-class _SectionError(Exception):
-    """A validation error inside a config section, with the section's dotted prefix."""
-
-    def __init__(self, error: ValidationError | str, prefix: str):
-        super().__init__(str(error))
-        self.error, self.prefix = error, prefix
-
-
-def _build_config(data: Mapping[str, Any]) -> Config:
-    """Validate ``env`` with its task's config class, then the whole experiment."""
-    data = dict(data)
-    env = data.get("env", {})
-    if isinstance(env, dict):
-        from robolearn.envs.registry import get_task  # lazily: tasks import this module
-
-        task = env.get("task", EnvConfig.model_fields["task"].default)
-        try:
-            spec = get_task(str(task))
-        except KeyError as err:
-            raise _SectionError(err.args[0], "env.task") from None
-        try:
-            data["env"] = spec.config_cls.model_validate(env)
-        except ValidationError as err:
-            raise _SectionError(err, "env") from None
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise _SectionError(err, "") from None
-
-
-def _format_error(error: _SectionError, source: str) -> str:
-    """First validation error as one line: ``source: dotted.key: message``."""
-    if isinstance(error.error, str):
-        return f"{source}: {error.prefix}: {error.error}"
-    err = error.error
-    first = err.errors()[0]
-    parts = [error.prefix] if error.prefix else []
-    parts += [str(part) for part in first["loc"] if not str(part).startswith("function-")]
-    loc = ".".join(parts)
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
-        msg = f"{msg} (got {first['input']!r})"
-    msg = msg.replace("Value error, ", "")
-    extra = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{source}: {loc or '<root>'}: {msg}{extra}" if loc else f"{source}: {msg}{extra}"
-
-
-_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)")
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"algorithm.lr=3e-4"`` -> ``(["algorithm", "lr"], 3e-4)``; the value is a YAML scalar."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. env.num_envs=64")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err.__class__.__name__})") from None
-    if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value):
-        value = float(value)  # YAML 1.1 reads "3e-4" as a string; YAML 1.2 and users read a number
-    return key.split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``KEY=VALUE`` override set (creating sections)."""
-    import copy
-
-    out = copy.deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
-            node = child
-        node[path[-1]] = value
-    return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with one-line errors naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def validate_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Validate a plain dict; errors become one-line :class:`ConfigError` naming ``source``."""
-    try:
-        return _build_config(data)
-    except _SectionError as err:
-        raise ConfigError(_format_error(err, source)) from None
-
-
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a YAML experiment file (or the defaults), apply overrides, validate.
-
-    The file is validated on its own first so that an error in it names the file; errors that
-    only appear with the overrides name the override.
-    """
-    data = read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
-    validate_config(data, source)
-    if overrides:
-        merged = apply_overrides(data, overrides)
-        try:
-            return _build_config(merged)
-        except _SectionError as err:
-            line = _format_error(err, "")[2:]
-            key = line.split(": ", 1)[0]
-            culprit = next((o for o in overrides if key.startswith(o.partition("=")[0])), None)
-            culprit = culprit or next((o for o in overrides if o.partition("=")[0].startswith(key)), None)
-            where = f"override {culprit!r}" if culprit else f"{source} + overrides"
-            raise ConfigError(f"{where}: {line}") from None
-    return validate_config(data, source)
-
-
-def dump_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (re-loadable with :func:`load_config`)."""
-    Path(path).write_text(config.to_yaml())

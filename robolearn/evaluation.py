@@ -1,0 +1,189 @@
+"""Evaluation: a policy run for complete episodes, with task metrics and an optional offscreen video.
+
+Episodes are counted without the short-episode bias of "first N to finish": each of the M envs
+contributes its first ``ceil(N / M)`` episodes, and the first N of those (by episode index, then
+env) are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from robolearn.checkpoint import adr_ranges
+from robolearn.config import Config, ConfigError, RandomizationConfig, Range, read_yaml
+from robolearn.envs.core import finished_episodes
+from robolearn.models import Policy
+
+
+class VideoError(RuntimeError):
+    """The video cannot be written where asked (one-line message naming the path)."""
+
+
+def eval_randomization(spec: str, config: Config, state: dict[str, Any]) -> RandomizationConfig | None:
+    """The randomization an evaluation runs under, frozen (no ADR updates, no boundary episodes):
+
+    ``nominal``  none (the task as specified);
+    ``train``    the checkpoint's parameters at the ADR ranges the run had reached;
+    a path       a YAML file with a ``params:`` mapping (the schema of ``randomization.params``),
+                 sampled uniformly over each ``init_range``: conditions a policy may never have seen.
+    """
+    frozen = {"enabled": False, "update": False}
+    if spec == "nominal":
+        return None
+    if spec == "train":
+        section = config.randomization.model_copy(update={"adr": config.randomization.adr.model_copy(update=frozen)})
+        ranges = adr_ranges(state)
+        if ranges is not None:
+            params = {}
+            for (name, param), (lo, hi) in zip(section.params.items(), ranges):
+                params[name] = param.model_copy(update={"init_range": Range(lo=lo, hi=hi), "limits": None})
+            section = section.model_copy(update={"params": params})
+        return section
+    data = read_yaml(spec)
+    unknown = set(data) - {"params", "adr"}
+    if unknown:
+        raise ConfigError(f"{spec}: unknown key {sorted(unknown)[0]} (a ranges file holds params:)")
+    try:
+        return RandomizationConfig.model_validate({"params": data.get("params", {}), "adr": frozen})
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{spec}: {loc}: {first['msg'].replace('Value error, ', '')}") from None
+
+
+class VideoRecorder:
+    """Writes frames of one env with a small overlay (step, reward, return, success) to an MP4."""
+
+    def __init__(self, path: str | Path, fps: float, size: int = 480):
+        import cv2
+
+        self.cv2, self.path, self.size = cv2, Path(path), size
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab"):  # OpenCV would fail silently on an unwritable path
+                pass
+        except OSError as err:
+            raise VideoError(f"{self.path}: cannot write the video here ({err.strerror or err})") from None
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+        if not self.writer.isOpened():
+            raise VideoError(f"{self.path}: cannot open an MP4 writer (is the file name an .mp4?)")
+        self.frames = 0
+
+    def add(self, rgb: np.ndarray, lines: list[str]) -> None:
+        frame = np.ascontiguousarray(rgb[..., ::-1])  # RGB -> BGR
+        for i, text in enumerate(lines):
+            y = 22 + 22 * i
+            self.cv2.putText(frame, text, (10, y), self.cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, self.cv2.LINE_AA)
+            self.cv2.putText(frame, text, (10, y), self.cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1,
+                             self.cv2.LINE_AA)
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+@torch.inference_mode()
+def run_episodes(policy: Policy, env, episodes: int, deterministic: bool = True,
+                 video: str | Path | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Run ``episodes`` complete episodes of ``policy`` in ``env``; the mean of every episode metric.
+
+    The policy acts through its interface (:mod:`robolearn.models.policy`): ``act_inference``
+    (the mean action, as deployed) or, with ``deterministic=False``, sampled ``act``; its state
+    starts at ``initial_state`` and is reset where episodes end."""
+    n = env.num_envs
+    per_env = math.ceil(episodes / n)
+    done_count = np.zeros(n, np.int64)
+    records: list[tuple[int, int, dict[str, float]]] = []
+    recorder = _EpisodeVideo(env, video, per_env) if video else None
+    state = policy.initial_state(n)
+    obs, _ = env.reset()
+    try:
+        while (done_count < per_env).any():
+            if recorder is not None:
+                recorder.before_step(done_count)
+            tensors = {g: torch.from_numpy(v).to(device) for g, v in obs.items()}
+            if deterministic:
+                actions, state = policy.act_inference(tensors, state)
+            else:
+                step = policy.act(tensors, state)
+                actions, state = step.actions, step.state
+            obs, reward, terminated, truncated, info = env.step(actions.cpu().numpy())
+            dones = terminated | truncated
+            state = policy.reset_state(state, torch.from_numpy(dones).to(device))
+            if recorder is not None:
+                recorder.after_step(float(reward[0]), bool(terminated[0]), bool(dones[0]), done_count)
+            ids, metrics = finished_episodes(info)
+            for j, i in enumerate(ids):
+                if done_count[i] < per_env:
+                    records.append((int(done_count[i]), int(i), {k: float(v[j]) for k, v in metrics.items()}))
+                done_count[i] += 1
+    finally:
+        if recorder is not None:
+            recorder.close()
+    records.sort(key=lambda r: (r[0], r[1]))
+    kept = [r[2] for r in records[:episodes]]
+    result: dict[str, Any] = {"episodes": len(kept)}
+    for key in kept[0]:
+        result[f"{key}_mean"] = float(np.mean([e[key] for e in kept]))
+    result["success_rate"] = result.pop("success_mean")
+    result["episode_len"] = result.pop("length_mean")
+    if video:
+        result["video"] = str(video)
+        result["video_frames"] = recorder.recorder.frames
+    return result
+
+
+class _EpisodeVideo:
+    """Env 0's first ``per_env`` episodes as a video: a frame before every step and the final
+    frame of each episode (rendered before the env resets), with step, reward, return and success."""
+
+    def __init__(self, env, path: str | Path, per_env: int):
+        self.env, self.per_env = env, per_env
+        self.recorder = VideoRecorder(path, fps=1.0 / env.control_dt)
+        self.camera = "top" if _has_camera(env, "top") else -1
+        self.overlay = {"step": 0, "return": 0.0, "reward": 0.0}
+        self.final_frame: list[np.ndarray] = []
+        env.before_reset_hooks.append(self._record_final_frame)
+
+    def _render(self) -> np.ndarray:
+        return self.env.render_env(0, self.recorder.size, self.recorder.size, camera=self.camera)
+
+    def _record_final_frame(self, ids: np.ndarray) -> None:  # env 0's last state, before its reset
+        if ids[0] == 0:
+            self.final_frame.append(self._render())
+
+    def _add(self, frame: np.ndarray, done_count: np.ndarray, success: bool = False) -> None:
+        if done_count[0] < self.per_env:
+            o = self.overlay
+            self.recorder.add(frame, [f"step {o['step']}", f"reward {o['reward']:+.3f}", f"return {o['return']:+.2f}",
+                                      "success" if success else ""])
+
+    def before_step(self, done_count: np.ndarray) -> None:
+        self._add(self._render(), done_count)
+        self.overlay["step"] += 1
+
+    def after_step(self, reward: float, terminated: bool, done: bool, done_count: np.ndarray) -> None:
+        self.overlay["reward"] = reward
+        self.overlay["return"] += reward
+        if self.final_frame:
+            self._add(self.final_frame.pop(), done_count, success=terminated)
+        if done:
+            self.overlay.update(step=0, reward=0.0, **{"return": 0.0})
+
+    def close(self) -> None:
+        self.recorder.close()
+        self.env.before_reset_hooks.remove(self._record_final_frame)
+
+
+def _has_camera(env, name: str) -> bool:
+    import mujoco
+
+    return mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, name) >= 0
+
