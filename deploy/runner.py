@@ -16,9 +16,11 @@ output them.
 At load the runner checks that the file is the one exported: the graph's sha256 must match the
 contract's ``sha256.onnx_graph`` and a ``policy.json`` beside ``policy.onnx`` must equal the
 embedded contract (:mod:`robolearn.deploy.integrity`); any mismatch is a one-line
-:class:`ContractError`. It reads the file once and builds the session from the bytes it checked. It runs ONNX Runtime on one intra-op thread through pre-bound
-input and output buffers, so no array is allocated per call; the returned array is read-only and
-is overwritten by the next call (copy it to keep it).
+:class:`ContractError`. The file is read once and the session is built from the bytes checked.
+
+``step`` runs ONNX Runtime on one intra-op thread through pre-bound input and output buffers, so
+no array is allocated per call; the returned array is read-only and is overwritten by the next
+call (copy it to keep it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class PolicyRunner:
     velocity control, the default pose for position control), or ``"hold"``, the last good
     command. Such a step leaves the recurrent state as it was and is counted in
     ``nonfinite_obs`` / ``nonfinite_output``.
+
+    ``fixed_commands`` (read-only, name -> value) are the commands the task held constant in
+    training; send them alongside ``step``'s command, they are not among its outputs.
     """
 
     def __init__(self, path: str | Path, safe_action: str = "zeros"):
