@@ -57,13 +57,16 @@ class RunnerPolicy:
 
 
 def check_contract_matches_env(contract: dict, env, task: str, source: str) -> None:
-    """The contract must describe this env: task, observation terms, actions, control period."""
+    """The contract must describe this env: task, observation terms, actions (with the commands the
+    task holds fixed), control period."""
     terms = [(term["name"], term["width"]) for term in contract["obs"]["terms"]]
     checks = [("task", contract["task"], task),
               ("obs.terms", terms, list(env.obs_layout["policy"].widths.items())),
               ("action.names", contract["action"]["names"], list(env.action_names)),
               ("action.scale", contract["action"]["scale"], [float(v) for v in env.action_scale]),
               ("action.offset", contract["action"]["offset"], [float(v) for v in env.action_offset]),
+              ("action.fixed", contract["action"]["fixed"],
+               {name: float(value) for name, value in getattr(env, "fixed_commands", {}).items()}),
               ("control_period_s", contract["control_period_s"], round(float(env.control_dt), 9))]
     for key, exported, simulated in checks:
         if exported != simulated:

@@ -4,11 +4,12 @@ The same JSON text is written to ``policy.json`` and embedded in ``policy.onnx``
 metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the onboard
 :class:`robolearn.deploy.PolicyRunner` reads it with nothing but the standard library::
 
-    {"format": "robolearn.policy/1", "task": "robolearn/Nav-v0",
+    {"format": "robolearn.policy/2", "task": "robolearn/Nav-v0",
      "obs": {"dim": 23, "dtype": "float32", "normalized_in_graph": true,
              "terms": [{"name": "goal", "width": 3}, ...]},
      "action": {"dim": 2, "names": [...], "scale": [...], "offset": [...], "clip": [-1.0, 1.0],
-                "command": "clip(actions, -1, 1) * scale + offset"},
+                "command": "clip(actions, -1, 1) * scale + offset",
+                "fixed": {"gripper_finger_travel_m": 0.0, ...}},
      "control_period_s": 0.05,
      "recurrent": null | {"cell": "lstm", "layers": 1, "hidden_size": 128,
                           "state_shape": ["layers", "batch", "hidden_size"]},
@@ -19,9 +20,19 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
      "source": {"run": ..., "checkpoint": ..., "iteration": ...} | null}
 
 The graph's ``actions`` are the policy's deterministic (mean) actions in [-1, 1] units; scale
-and offset are applied outside the graph. ``sha256.onnx_graph`` hashes the serialised ONNX graph
-(weights included; the metadata that carries this contract is outside it), ``sha256["policy.pt"]``
-the TorchScript file.
+(never zero) and offset are applied outside the graph. ``action.fixed`` names the robot commands
+the task holds constant while the policy runs (e.g. Push keeps the gripper open), with the value to
+send for each, in the units its name gives; ``{}`` when there are none. They are not policy
+outputs: no fixed name is also in ``action.names``.
+
+``sha256.onnx_graph`` is the sha256 of the ONNX ``graph`` field's bytes as stored in
+``policy.onnx`` (weights included; the metadata that carries this contract is outside it), see
+:mod:`robolearn.deploy.integrity`; ``PolicyRunner`` checks it at load. ``sha256["policy.pt"]``
+hashes the TorchScript file.
+
+Format history: ``robolearn.policy/2`` added ``action.fixed`` and defined ``sha256.onnx_graph``
+over the stored graph bytes (``/1`` hashed a re-serialisation the runtime cannot reproduce);
+a ``/1`` file must be re-exported.
 """
 
 from __future__ import annotations
@@ -30,7 +41,10 @@ import json
 import math
 from typing import Any
 
-FORMAT = "robolearn.policy/1"
+FORMAT = "robolearn.policy/2"
+FORMAT_PREFIX = "robolearn.policy/"
+ONNX_FILE = "policy.onnx"
+CONTRACT_FILE = "policy.json"
 METADATA_KEY = "robolearn.contract"
 STATE_NAMES = {"lstm": ("h", "c"), "gru": ("h",)}
 STATE_SHAPE = ["layers", "batch", "hidden_size"]
@@ -64,10 +78,39 @@ def validate(contract: Any, source: str) -> dict[str, Any]:
     """Check every key a runner relies on; raise :class:`ContractError` naming the first bad one."""
     check = _Checker(source)
     check.that(isinstance(contract, dict), "", f"expected a JSON object, got {type(contract).__name__}")
-    check.that(contract.get("format") == FORMAT, "format", f"expected {FORMAT!r}, got {contract.get('format')!r}")
+    _check_format(check, contract.get("format"))
     check.text(contract, "task")
+    _check_obs(check, check.section(contract, "obs"))
+    _check_action(check, check.section(contract, "action"))
 
-    obs = check.section(contract, "obs")
+    period = contract.get("control_period_s")
+    check.that(isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0,
+               "control_period_s", f"expected a positive number of seconds, got {period!r}")
+
+    recurrent = contract.get("recurrent", "missing")
+    if recurrent is not None:
+        _check_recurrent(check, recurrent)
+    inputs, outputs = io_names(recurrent)
+    check.that(contract.get("inputs") == inputs, "inputs", f"expected {inputs}, got {contract.get('inputs')!r}")
+    check.that(contract.get("outputs") == outputs, "outputs", f"expected {outputs}, got {contract.get('outputs')!r}")
+    for key in ("exporter", "parity"):
+        check.section(contract, key)
+    sha256 = check.section(contract, "sha256")
+    check.that(isinstance(sha256.get("onnx_graph"), str), "sha256.onnx_graph",
+               f"expected a sha256 hex string, got {sha256.get('onnx_graph')!r}")
+    source_info = contract.get("source", "missing")
+    check.that(source_info is None or isinstance(source_info, dict), "source", f"expected null or an object, got {source_info!r}")
+    return contract
+
+
+def _check_format(check: _Checker, found: Any) -> None:
+    if isinstance(found, str) and found.startswith(FORMAT_PREFIX) and found != FORMAT:
+        check.that(False, "format", f"{found!r} is not this runner's {FORMAT!r}: re-export the policy with "
+                                    "this version (robolearn export RUN_DIR)")
+    check.that(found == FORMAT, "format", f"expected {FORMAT!r}, got {found!r}")
+
+
+def _check_obs(check: _Checker, obs: dict) -> None:
     obs_dim = check.positive_int(obs, "obs.dim")
     check.that(obs.get("dtype") == "float32", "obs.dtype", f"expected 'float32', got {obs.get('dtype')!r}")
     terms = check.list_of(obs, "obs.terms", dict)
@@ -76,37 +119,37 @@ def validate(contract: Any, source: str) -> dict[str, Any]:
         check.text(term, f"obs.terms[{i}].name")
     check.that(sum(widths) == obs_dim, "obs.terms", f"widths sum to {sum(widths)}, obs.dim is {obs_dim}")
 
-    action = check.section(contract, "action")
+
+def _check_action(check: _Checker, action: dict) -> None:
     action_dim = check.positive_int(action, "action.dim")
     for key, kind in (("names", str), ("scale", (int, float)), ("offset", (int, float))):
         values = check.list_of(action, f"action.{key}", kind)
         check.that(len(values) == action_dim, f"action.{key}", f"expected {action_dim} entries, got {len(values)}")
         if kind is not str:
             check.that(all(math.isfinite(v) for v in values), f"action.{key}", f"non-finite entry in {values}")
+    names = action["names"]
+    check.that(all(name for name in names) and len(set(names)) == len(names), "action.names",
+               f"expected distinct non-empty names, got {names}")
     check.that(all(v != 0 for v in action["scale"]), "action.scale", f"zero entry in {action['scale']}")
     check.that(action.get("clip") == [-1.0, 1.0], "action.clip", f"expected [-1.0, 1.0], got {action.get('clip')!r}")
+    fixed = check.section(action, "action.fixed")
+    for name, value in fixed.items():
+        key = f"action.fixed.{name}"
+        check.that(name != "", "action.fixed", "empty command name")
+        check.that(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), key,
+                   f"expected a finite number, got {value!r}")
+        check.that(name not in names, key, "is also a policy output (in action.names); a command is either "
+                                            "the policy's or fixed")
 
-    period = contract.get("control_period_s")
-    check.that(isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0,
-               "control_period_s", f"expected a positive number of seconds, got {period!r}")
 
-    recurrent = contract.get("recurrent", "missing")
-    if recurrent is not None:
-        check.that(isinstance(recurrent, dict), "recurrent", f"expected null or an object, got {recurrent!r}")
-        check.that(recurrent.get("cell") in STATE_NAMES, "recurrent.cell",
-                   f"expected one of {sorted(STATE_NAMES)}, got {recurrent.get('cell')!r}")
-        check.positive_int(recurrent, "recurrent.layers")
-        check.positive_int(recurrent, "recurrent.hidden_size")
-        check.that(recurrent.get("state_shape") == STATE_SHAPE, "recurrent.state_shape",
-                   f"expected {STATE_SHAPE}, got {recurrent.get('state_shape')!r}")
-    inputs, outputs = io_names(recurrent)
-    check.that(contract.get("inputs") == inputs, "inputs", f"expected {inputs}, got {contract.get('inputs')!r}")
-    check.that(contract.get("outputs") == outputs, "outputs", f"expected {outputs}, got {contract.get('outputs')!r}")
-    for key in ("exporter", "parity", "sha256"):
-        check.section(contract, key)
-    source_info = contract.get("source", "missing")
-    check.that(source_info is None or isinstance(source_info, dict), "source", f"expected null or an object, got {source_info!r}")
-    return contract
+def _check_recurrent(check: _Checker, recurrent: Any) -> None:
+    check.that(isinstance(recurrent, dict), "recurrent", f"expected null or an object, got {recurrent!r}")
+    check.that(recurrent.get("cell") in STATE_NAMES, "recurrent.cell",
+               f"expected one of {sorted(STATE_NAMES)}, got {recurrent.get('cell')!r}")
+    check.positive_int(recurrent, "recurrent.layers")
+    check.positive_int(recurrent, "recurrent.hidden_size")
+    check.that(recurrent.get("state_shape") == STATE_SHAPE, "recurrent.state_shape",
+               f"expected {STATE_SHAPE}, got {recurrent.get('state_shape')!r}")
 
 
 class _Checker:

@@ -4,7 +4,11 @@
 observation normaliser inside the graph; ``policy.pt`` is TorchScript with the same call
 signature; ``policy.json`` is the contract (:mod:`robolearn.deploy.contract`), also embedded in the
 ONNX metadata. Nothing is written unless every exported format reproduces the eager policy's
-actions within ``1e-5`` over a 100-step rollout of the task (:mod:`robolearn.deploy.parity`).
+actions within ``1e-5`` over a 100-step rollout of the task (:mod:`robolearn.deploy.parity`) and
+the contract passes the validator the robot's :class:`~robolearn.deploy.PolicyRunner` applies.
+``sha256.onnx_graph`` is computed from the very bytes written to ``policy.onnx``
+(:mod:`robolearn.deploy.integrity`). Files are replaced atomically with the usual umask-respecting
+mode (:func:`robolearn.files.write_atomic`), model files first and ``policy.json`` last.
 
 What is exported is a policy's *deployable actor* (``Policy.deployable_actor()``, see
 :mod:`robolearn.models.policy`); any ``nn.Module`` with this interface can be exported:
@@ -23,8 +27,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +39,14 @@ import torch
 from onnx.external_data_helper import uses_external_data
 from torch import nn
 
-from robolearn.deploy.contract import FORMAT, METADATA_KEY, STATE_NAMES, STATE_SHAPE, dumps, io_names
+from robolearn.deploy.contract import (CONTRACT_FILE, FORMAT, METADATA_KEY, ONNX_FILE, STATE_NAMES, STATE_SHAPE,
+                                       ContractError, dumps, io_names, validate)
+from robolearn.deploy.integrity import append_metadata, graph_sha256
 from robolearn.deploy.parity import Backend, initial_state, rollout_parity, torch_backend
+from robolearn.files import FileWriteError, write_atomic
 
-ONNX_FILE = "policy.onnx"
 TORCHSCRIPT_FILE = "policy.pt"
-CONTRACT_FILE = "policy.json"
+EXPORT_DIR = "export"
 FORMAT_FILES = {"onnx": ONNX_FILE, "torchscript": TORCHSCRIPT_FILE}
 OPSET = 18
 PARITY_STEPS = 100
@@ -78,20 +82,42 @@ def export_checkpoint(path: str | Path, out_dir: str | Path | None = None,
                       formats: Sequence[str] = tuple(FORMAT_FILES)) -> Export:
     """Export the policy of a checkpoint (file or run directory) into ``out_dir`` (default
     ``<run dir>/export``), checking parity on the checkpoint's own task."""
-    from robolearn.checkpoint import CHECKPOINT_DIR, load_policy
+    from robolearn.checkpoint import load_policy
     from robolearn.envs import make_env
 
     model, config, state = load_policy(path)
     policy = model.deployable_actor()
     checkpoint = Path(state["path"])
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+    run_dir = run_dir_of(checkpoint)
     env = make_env(config.env.model_copy(update={"num_envs": PARITY_ENVS, "nthread": 1}), seed=config.seed)
     try:
-        return export_policy(policy, env, Path(out_dir) if out_dir else run_dir / "export",
+        return export_policy(policy, env, Path(out_dir) if out_dir else run_dir / EXPORT_DIR,
                              task=config.env.task, formats=formats, seed=config.seed,
                              source={"run": str(run_dir), "checkpoint": str(checkpoint), "iteration": state["iteration"]})
     finally:
         env.close()
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory of a checkpoint file (``RUN/checkpoints/x.pt`` or ``RUN/x.pt``)."""
+    from robolearn.checkpoint import CHECKPOINT_DIR
+
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+
+
+def default_out_dir(path: str | Path) -> Path:
+    """Where ``export_checkpoint(path)`` writes by default: ``<run dir>/export``; resolves the
+    checkpoint without loading it (:class:`~robolearn.checkpoint.CheckpointError` if missing)."""
+    from robolearn.checkpoint import resolve_checkpoint
+
+    return run_dir_of(resolve_checkpoint(path)) / EXPORT_DIR
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """``formats`` must be a non-empty subset of :data:`FORMAT_FILES` (raises :class:`ExportError`)."""
+    unknown = sorted(set(formats) - set(FORMAT_FILES))
+    if unknown or not formats:
+        raise ExportError(f"formats: expected a non-empty subset of {','.join(FORMAT_FILES)}, got {','.join(formats) or 'none'}")
 
 
 def export_policy(policy: nn.Module, env, out_dir: str | Path, *, task: str,
@@ -100,25 +126,25 @@ def export_policy(policy: nn.Module, env, out_dir: str | Path, *, task: str,
     """Export ``policy`` (a deployable actor, see the module docstring) for ``env``'s task.
 
     Every format is built in memory and replayed against the eager policy on ``env``; files are
-    written only when all pass. Model files of formats not exported this time are removed from
-    ``out_dir`` so that the directory always matches its contract.
+    written only when all pass and the contract validates. Model files of formats not exported
+    this time are removed from ``out_dir`` so that the directory always matches its contract.
+    Raises :class:`ParityError`, or :class:`ExportError` (one line) for anything else.
     """
-    unknown = sorted(set(formats) - set(FORMAT_FILES))
-    if unknown or not formats:
-        raise ExportError(f"formats: expected a non-empty subset of {','.join(FORMAT_FILES)}, got {','.join(formats) or 'none'}")
+    check_formats(formats)
     _check_interface(policy, env)
     policy.eval()
     inputs, _ = io_names(policy.recurrent)
     example = _example_inputs(policy, batch=2)
     backends: dict[str, Backend] = {}
+    models: dict[str, bytes] = {}
     with _one_torch_thread():
         if "onnx" in formats:
-            graph = to_onnx(policy, example)
-            backends["onnxruntime"] = _onnxruntime_backend(graph.SerializeToString(), inputs)
+            models[ONNX_FILE] = to_onnx(policy, example).SerializeToString()
+            backends["onnxruntime"] = _onnxruntime_backend(models[ONNX_FILE], inputs)
         if "torchscript" in formats:
-            torchscript = to_torchscript(policy, example)
+            models[TORCHSCRIPT_FILE] = to_torchscript(policy, example)
             with _quiet():
-                backends["torchscript"] = torch_backend(torch.jit.load(io.BytesIO(torchscript)))
+                backends["torchscript"] = torch_backend(torch.jit.load(io.BytesIO(models[TORCHSCRIPT_FILE])))
         figures = rollout_parity(policy, backends, env, PARITY_STEPS, seed)
     parity = {"steps": PARITY_STEPS, "envs": env.num_envs, "seed": seed, "tolerance": PARITY_TOLERANCE,
               "max_abs_diff": figures}
@@ -126,26 +152,37 @@ def export_policy(policy: nn.Module, env, out_dir: str | Path, *, task: str,
         raise ParityError(parity)
 
     sha256 = {}
-    if "onnx" in formats:
-        sha256["onnx_graph"] = onnx_graph_sha256(graph)
-    if "torchscript" in formats:
-        sha256[TORCHSCRIPT_FILE] = hashlib.sha256(torchscript).hexdigest()
+    if ONNX_FILE in models:
+        sha256["onnx_graph"] = graph_sha256(models[ONNX_FILE], "the exported ONNX model")
+    if TORCHSCRIPT_FILE in models:
+        sha256[TORCHSCRIPT_FILE] = hashlib.sha256(models[TORCHSCRIPT_FILE]).hexdigest()
     contract = build_contract(policy, env, task, parity, sha256, source)
+    try:
+        validate(contract, f"{task} export")
+    except ContractError as err:
+        raise ExportError(f"{err}; nothing written") from None
     text = dumps(contract)
-    contents = {CONTRACT_FILE: text.encode()}
-    if "onnx" in formats:
-        onnx.helper.set_model_props(graph, {METADATA_KEY: text})
-        contents[ONNX_FILE] = graph.SerializeToString()
-    if "torchscript" in formats:
-        contents[TORCHSCRIPT_FILE] = torchscript
+    if ONNX_FILE in models:
+        models[ONNX_FILE] = append_metadata(models[ONNX_FILE], METADATA_KEY, text)  # the graph bytes stay as hashed
+        if graph_sha256(models[ONNX_FILE], ONNX_FILE) != sha256["onnx_graph"]:
+            raise ExportError("policy.onnx: graph bytes changed while adding the contract; nothing written")
+    files = _write_export(Path(out_dir), {**models, CONTRACT_FILE: text.encode()}, formats)
+    return Export(Path(out_dir), files, contract)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = [_write_atomic(out_dir / name, data) for name, data in contents.items()]
-    for fmt, name in FORMAT_FILES.items():
-        if fmt not in formats:
-            (out_dir / name).unlink(missing_ok=True)
-    return Export(out_dir, files, contract)
+
+def _write_export(out_dir: Path, contents: dict[str, bytes], formats: Sequence[str]) -> list[Path]:
+    """Write ``contents`` (name -> bytes) atomically in order and remove the files of formats not
+    exported; a file-system error is a one-line :class:`ExportError`."""
+    try:
+        files = [write_atomic(out_dir / name, data) for name, data in contents.items()]
+        for fmt, name in FORMAT_FILES.items():
+            if fmt not in formats:
+                (out_dir / name).unlink(missing_ok=True)
+    except OSError as err:  # FileWriteError from write_atomic, or the removal of a stale file
+        if not isinstance(err, FileWriteError):
+            err = FileWriteError(err.filename or out_dir, err)
+        raise ExportError(str(err)) from None
+    return files
 
 
 def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sha256: dict[str, str],
@@ -160,7 +197,8 @@ def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sh
                 "terms": [{"name": name, "width": width} for name, width in layout.widths.items()]},
         "action": {"dim": len(env.action_names), "names": list(env.action_names),
                    "scale": [float(v) for v in env.action_scale], "offset": [float(v) for v in env.action_offset],
-                   "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset"},
+                   "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset",
+                   "fixed": {str(name): float(value) for name, value in getattr(env, "fixed_commands", {}).items()}},
         "control_period_s": round(float(env.control_dt), 9),
         "recurrent": None if policy.recurrent is None else {**policy.recurrent, "state_shape": STATE_SHAPE},
         "inputs": inputs,
@@ -230,11 +268,6 @@ def named_io(policy: nn.Module) -> nn.Module:
     return {None: _FeedForwardIO, "gru": _GRUIO, "lstm": _LSTMIO}[cell](policy).eval()
 
 
-def onnx_graph_sha256(model: onnx.ModelProto) -> str:
-    """sha256 of the serialised graph (nodes and weights), independent of the model metadata."""
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
-
-
 def _example_inputs(policy: nn.Module, batch: int) -> tuple[torch.Tensor, ...]:
     obs = torch.randn(batch, policy.obs_dim, generator=torch.Generator().manual_seed(0))
     return (obs, *(torch.from_numpy(state) for state in initial_state(policy, batch)))
@@ -285,15 +318,3 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -8,19 +8,32 @@ Imports only numpy and onnxruntime (no torch)::
     command = runner.step(obs)                            # float32 (obs_dim,) -> float32 (action_dim,)
 
 ``step`` returns the robot command ``clip(action, -1, 1) * scale + offset`` in the units the
-contract's action names give. It runs ONNX Runtime on one intra-op thread through pre-bound
-input and output buffers, so no array is allocated per call; the returned array is read-only and
-is overwritten by the next call (copy it to keep it).
+contract's action names give. ``runner.fixed_commands`` (the contract's ``action.fixed``, e.g.
+``{"gripper_finger_travel_m": 0.0}`` for Push) are the commands the controller must hold at these
+values for the whole run: the task kept them constant in training and the policy does not
+output them.
+
+At load the runner checks that the file is the one exported: the graph's sha256 must match the
+contract's ``sha256.onnx_graph`` and a ``policy.json`` beside ``policy.onnx`` must equal the
+embedded contract (:mod:`robolearn.deploy.integrity`); any mismatch is a one-line
+:class:`ContractError`. The file is read once and the session is built from the bytes checked.
+
+``step`` runs ONNX Runtime on one intra-op thread through pre-bound input and output buffers, so
+no array is allocated per call; the returned array is read-only and is overwritten by the next
+call (copy it to keep it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import onnxruntime
 
-from robolearn.deploy.contract import METADATA_KEY, ContractError, loads
+from robolearn.deploy.contract import METADATA_KEY, ONNX_FILE, ContractError, loads
+from robolearn.deploy.integrity import check_contract_file, check_graph_hash, metadata
 
 SAFE_ACTIONS = ("zeros", "hold")
 
@@ -37,6 +50,9 @@ class PolicyRunner:
     velocity control, the default pose for position control), or ``"hold"``, the last good
     command. Such a step leaves the recurrent state as it was and is counted in
     ``nonfinite_obs`` / ``nonfinite_output``.
+
+    ``fixed_commands`` (read-only, name -> value) are the commands the task held constant in
+    training; send them alongside ``step``'s command, they are not among its outputs.
     """
 
     def __init__(self, path: str | Path, safe_action: str = "zeros"):
@@ -44,19 +60,11 @@ class PolicyRunner:
             raise ValueError(f"safe_action: expected one of {', '.join(SAFE_ACTIONS)}, got {safe_action!r}")
         self.path = _resolve(Path(path))
         self.safe_action = safe_action
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own exception types for unreadable models
-            raise PolicyFileError(f"{self.path}: not a loadable ONNX model ({str(err).splitlines()[0][:160]})") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in metadata:
-            raise ContractError(f"{self.path}: no contract in the ONNX metadata (key {METADATA_KEY!r}); "
-                                "export the policy with `robolearn export`")
-        self.contract = loads(metadata[METADATA_KEY], str(self.path))
+        data = _read(self.path)
+        self.session = _session(data, self.path)
+        self.contract = _checked_contract(data, self.path)
+        #: commands to hold constant while the policy runs (name -> value in the name's units)
+        self.fixed_commands = MappingProxyType({k: float(v) for k, v in self.contract["action"]["fixed"].items()})
         self.obs_dim = self.contract["obs"]["dim"]
         self.action_dim = self.contract["action"]["dim"]
         self.recurrent = self.contract["recurrent"]
@@ -141,10 +149,41 @@ class PolicyRunner:
 
 def _resolve(path: Path) -> Path:
     """``policy.onnx`` itself, or the export directory that holds it."""
-    file = path / "policy.onnx" if path.is_dir() else path
+    file = path / ONNX_FILE if path.is_dir() else path
     if not file.is_file():
-        raise PolicyFileError(f"{file}: no such file (expected policy.onnx or its export directory)")
+        raise PolicyFileError(f"{file}: no such file (expected {ONNX_FILE} or its export directory)")
     return file
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise PolicyFileError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _session(data: bytes, path: Path) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session on one thread, built from the model bytes the contract checks cover."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+        raise PolicyFileError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:160]})") from None
+
+
+def _checked_contract(data: bytes, path: Path) -> dict[str, Any]:
+    """The embedded contract, validated, with the graph hash and ``policy.json`` checked against it."""
+    props = metadata(data, str(path))
+    if METADATA_KEY not in props:
+        raise ContractError(f"{path}: no contract in the ONNX metadata (key {METADATA_KEY!r}); "
+                            "export the policy with `robolearn export`")
+    contract = loads(props[METADATA_KEY], str(path))
+    check_graph_hash(data, contract, str(path))
+    check_contract_file(contract, path)
+    return contract
 
 
 def _describe(obs: object) -> str:

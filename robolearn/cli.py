@@ -189,12 +189,16 @@ def _exported_policy(args: argparse.Namespace, env, task: str):
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from robolearn.checkpoint import CheckpointError
-    from robolearn.deploy.export import ExportError, export_checkpoint
+    from robolearn.deploy.export import ExportError, check_formats, default_out_dir, export_checkpoint
+    from robolearn.files import FileWriteError, check_writable_dir
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     try:
-        export = export_checkpoint(args.checkpoint, args.out, formats)
-    except (CheckpointError, ExportError) as err:
+        check_formats(formats)
+        out_dir = args.out or default_out_dir(args.checkpoint)
+        check_writable_dir(out_dir, "the export")  # before the checkpoint, the env and the parity check
+        export = export_checkpoint(args.checkpoint, out_dir, formats)
+    except (CheckpointError, ExportError, FileWriteError) as err:
         raise CommandError(str(err)) from None
     parity = export.contract["parity"]
     figures = ", ".join(f"{name} {diff:.2g}" for name, diff in parity["max_abs_diff"].items())

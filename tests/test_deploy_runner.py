@@ -16,6 +16,7 @@ from robolearn.deploy import ContractError, PolicyFileError, PolicyRunner
 from robolearn.deploy.closed_loop import check_contract_matches_env
 from robolearn.deploy.contract import METADATA_KEY, dumps
 from robolearn.deploy.export import export_policy
+from robolearn.deploy.integrity import append_metadata, graph_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "robolearn/Nav-v0"
@@ -108,11 +109,13 @@ def test_nonfinite_observation_gives_the_safe_action_and_keeps_the_state(lstm):
         PolicyRunner(out, safe_action="brake")
 
 
-def write_policy(path: Path, graph: onnx.GraphProto, contract_text: str | None) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    if contract_text is not None:
-        helper.set_model_props(model, {METADATA_KEY: contract_text})
-    onnx.save(model, path)
+def write_policy(path: Path, graph: onnx.GraphProto, contract: dict | str | None) -> Path:
+    """Save ``graph`` as an ONNX model with ``contract`` embedded: a dict gets the graph's hash
+    (as the exporter records it), text is embedded as it is, None embeds nothing."""
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10).SerializeToString()
+    if isinstance(contract, dict):
+        contract = dumps({**contract, "sha256": {"onnx_graph": graph_sha256(data, str(path))}})
+    path.write_bytes(data if contract is None else append_metadata(data, METADATA_KEY, contract))
     return path
 
 
@@ -126,7 +129,7 @@ def sqrt_graph() -> onnx.GraphProto:
 
 def test_nonfinite_output_gives_the_safe_action(mlp, tmp_path):
     contract = PolicyRunner(mlp[1]).contract
-    path = write_policy(tmp_path / "policy.onnx", sqrt_graph(), dumps(contract))
+    path = write_policy(tmp_path / "policy.onnx", sqrt_graph(), contract)
     zeros, hold = PolicyRunner(path), PolicyRunner(path, safe_action="hold")
     for runner in (zeros, hold):
         np.testing.assert_array_equal(runner.step(np.full(23, 0.5, np.float32)), [SCALE, SCALE])
@@ -145,16 +148,16 @@ def test_missing_or_invalid_contract_is_a_clear_error(mlp, tmp_path):
     bad = json.loads(json.dumps(contract))
     bad["action"]["scale"] = [12.0]
     with pytest.raises(ContractError, match=f"^{path}: contract key 'action.scale': expected 2 entries, got 1$"):
-        PolicyRunner(write_policy(path, sqrt_graph(), dumps(bad)))
+        PolicyRunner(write_policy(path, sqrt_graph(), bad))
     bad = json.loads(json.dumps(contract))
     del bad["control_period_s"]
     with pytest.raises(ContractError, match="contract key 'control_period_s': expected a positive number"):
-        PolicyRunner(write_policy(path, sqrt_graph(), dumps(bad)))
+        PolicyRunner(write_policy(path, sqrt_graph(), bad))
     bad = json.loads(json.dumps(contract))  # a recurrent contract on a feed-forward graph
     bad.update(recurrent={"cell": "gru", "layers": 1, "hidden_size": 8, "state_shape": ["layers", "batch", "hidden_size"]},
                inputs=["obs", "h_in"], outputs=["actions", "h_out"])
     with pytest.raises(ContractError, match=r"contract key 'inputs': contract names \['obs', 'h_in'\], the graph has \['obs'\]"):
-        PolicyRunner(write_policy(path, sqrt_graph(), dumps(bad)))
+        PolicyRunner(write_policy(path, sqrt_graph(), bad))
 
 
 def test_missing_or_corrupted_policy_file_is_a_clear_error(mlp, tmp_path):
@@ -206,3 +209,102 @@ def test_control_loop_example_runs_without_torch(mlp):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("50 ticks at 100 Hz (10 ms): ") and "deadline misses" in out.stdout
+
+
+def copy_export(src: Path, dst: Path) -> Path:
+    for name in ("policy.onnx", "policy.json"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_an_untouched_export_loads_with_or_without_its_policy_json(mlp, tmp_path):
+    out = copy_export(mlp[1], tmp_path)
+    contract = PolicyRunner(out).contract
+    assert contract == json.loads((out / "policy.json").read_text())
+    assert dict(PolicyRunner(out).fixed_commands) == contract["action"]["fixed"] == {}
+    (out / "policy.json").unlink()  # the contract file is optional on the robot
+    assert PolicyRunner(out).contract == contract
+
+
+def test_a_changed_weight_is_refused_naming_both_hashes(mlp, tmp_path):
+    out = copy_export(mlp[1], tmp_path)
+    data = bytearray((out / "policy.onnx").read_bytes())
+    weights = max(onnx.load(out / "policy.onnx").graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    offset = bytes(data).find(weights)
+    assert offset > 0 and bytes(data).count(weights) == 1
+    data[offset + 1] ^= 0x01  # one low mantissa bit of the first weight; the metadata is untouched
+    (out / "policy.onnx").write_bytes(bytes(data))
+    import onnxruntime  # without the check the edited graph loads and runs
+    onnxruntime.InferenceSession(str(out / "policy.onnx"), providers=["CPUExecutionProvider"])
+
+    recorded = json.loads((out / "policy.json").read_text())["sha256"]["onnx_graph"]
+    actual = graph_sha256(bytes(data), "x")
+    assert actual != recorded
+    with pytest.raises(ContractError) as err:
+        PolicyRunner(out)
+    assert str(err.value) == (f"{out / 'policy.onnx'}: contract key 'sha256.onnx_graph' is {recorded}, the graph in "
+                              f"the file hashes to {actual}: the model was changed after export (re-export it)")
+
+
+def test_an_edited_policy_json_is_refused_naming_the_first_differing_key(mlp, tmp_path):
+    out = copy_export(mlp[1], tmp_path)
+    contract = json.loads((out / "policy.json").read_text())
+    edited = json.loads(json.dumps(contract))
+    edited["action"]["scale"][1] = 6.0
+    edited["control_period_s"] = 0.02
+    (out / "policy.json").write_text(dumps(edited))
+    with pytest.raises(ContractError) as err:
+        PolicyRunner(out)
+    assert str(err.value) == (f"{out / 'policy.json'}: contract key 'action.scale[1]' differs from the contract "
+                              "embedded in policy.onnx (6.0 vs 12.0); re-export, or remove the file")
+    del edited["action"]["scale"]
+    (out / "policy.json").write_text(dumps(edited))
+    with pytest.raises(ContractError, match=r"contract key 'action.scale' differs .* \(<missing> vs \[12.0, 12.0\]\)"):
+        PolicyRunner(out)
+    (out / "policy.json").write_text("{truncated")
+    with pytest.raises(ContractError, match=f"^{out / 'policy.json'}: unreadable contract file beside policy.onnx"):
+        PolicyRunner(out)
+
+
+def test_an_old_format_says_to_re_export(mlp, tmp_path):
+    contract = {**PolicyRunner(mlp[1]).contract, "format": "robolearn.policy/1"}
+    path = write_policy(tmp_path / "policy.onnx", sqrt_graph(), contract)
+    with pytest.raises(ContractError) as err:
+        PolicyRunner(path)
+    assert str(err.value) == (f"{path}: contract key 'format': 'robolearn.policy/1' is not this runner's "
+                              "'robolearn.policy/2': re-export the policy with this version (robolearn export RUN_DIR)")
+
+
+def test_fixed_commands_are_exposed_and_validated(mlp, tmp_path):
+    contract = PolicyRunner(mlp[1]).contract
+    path = tmp_path / "policy.onnx"
+    fixed = {"gripper_finger_travel_m": 0.0, "lamp_on": 1}
+    runner = PolicyRunner(write_policy(path, sqrt_graph(), {**contract, "action": {**contract["action"], "fixed": fixed}}))
+    assert dict(runner.fixed_commands) == {"gripper_finger_travel_m": 0.0, "lamp_on": 1.0}
+    with pytest.raises(TypeError):
+        runner.fixed_commands["lamp_on"] = 0.0  # read-only
+    for bad, problem in (({"wheel_l_velocity_rad_s": 0.0}, "'action.fixed.wheel_l_velocity_rad_s': is also a policy output"),
+                         ({"gripper_finger_travel_m": float("nan")}, "'action.fixed.gripper_finger_travel_m': expected a finite number, got nan"),
+                         ({"gripper_finger_travel_m": True}, "expected a finite number, got True"),
+                         ([0.0], "'action.fixed': expected an object, got [0.0]")):
+        with pytest.raises(ContractError) as err:
+            PolicyRunner(write_policy(path, sqrt_graph(), {**contract, "action": {**contract["action"], "fixed": bad}}))
+        assert problem in str(err.value) and str(err.value).startswith(f"{path}: contract key ")
+    del contract["action"]["fixed"]
+    with pytest.raises(ContractError, match="contract key 'action.fixed': missing"):
+        PolicyRunner(write_policy(path, sqrt_graph(), contract))
+
+
+def test_a_second_graph_or_contract_appended_to_the_file_is_refused(mlp, tmp_path):
+    data = (mlp[1] / "policy.onnx").read_bytes()
+    second = onnx.ModelProto()  # a graph field holding one unused weight: protobuf merges it into the graph
+    second.graph.initializer.append(helper.make_tensor("extra", TensorProto.FLOAT, [1], [1.0]))
+    (tmp_path / "policy.onnx").write_bytes(data + second.SerializeToString())
+    with pytest.raises(ContractError) as err:
+        PolicyRunner(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'policy.onnx'}: expected one ONNX graph in the file, found 2 graph fields"
+    contract = PolicyRunner(mlp[1]).contract
+    twice = append_metadata(data, METADATA_KEY, dumps({**contract, "action": {**contract["action"], "scale": [6.0, 6.0]}}))
+    (tmp_path / "policy.onnx").write_bytes(twice)
+    with pytest.raises(ContractError, match=f"^{tmp_path / 'policy.onnx'}: the ONNX metadata holds key 'robolearn.contract' twice$"):
+        PolicyRunner(tmp_path)

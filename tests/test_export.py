@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,8 @@ from onnx.external_data_helper import uses_external_data
 
 from policies import RecurrentActor, make_policy, mlp_policy
 from robolearn.deploy.contract import METADATA_KEY, validate
-from robolearn.deploy.export import ExportError, ParityError, export_policy, onnx_graph_sha256
+from robolearn.deploy.export import ExportError, ParityError, export_policy
+from robolearn.deploy.integrity import GRAPH_FIELD, fields, graph_sha256
 from robolearn.models import DeployableMLP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,12 +77,20 @@ def test_contract_round_trip(mlp):
         ("goal", 3), ("velocity", 2), ("lidar", 16), ("last_action", 2)]
     assert contract["action"]["names"] == ["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"]
     assert contract["action"]["scale"] == [12.0, 12.0] and contract["action"]["offset"] == [0.0, 0.0]
+    assert contract["action"]["fixed"] == {}
     assert contract["control_period_s"] == 0.05
     assert contract["recurrent"] is None
     assert (contract["inputs"], contract["outputs"]) == (["obs"], ["actions"])
     assert contract["exporter"]["opset"] == 18 and contract["exporter"]["torch"] == torch.__version__
-    assert contract["sha256"] == {"onnx_graph": onnx_graph_sha256(model),
+    data = (out / "policy.onnx").read_bytes()
+    assert contract["sha256"] == {"onnx_graph": graph_sha256(data, "policy.onnx"),
                                   "policy.pt": hashlib.sha256((out / "policy.pt").read_bytes()).hexdigest()}
+    # the hashed bytes are the stored graph field: they parse to the model's graph, weights included
+    (graph_field,) = [f for f in fields(data, "policy.onnx") if f.number == GRAPH_FIELD]
+    graph_bytes = data[graph_field.start:graph_field.end]
+    assert hashlib.sha256(graph_bytes).hexdigest() == contract["sha256"]["onnx_graph"]
+    assert onnx.GraphProto.FromString(graph_bytes) == model.graph and len(model.graph.initializer) > 0
+    assert METADATA_KEY.encode() not in graph_bytes
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -220,3 +231,64 @@ def test_cli_export_errors_are_one_line(run_dir, tmp_path):
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and "formats:" in out.stderr
     out = robolearn("eval", str(run_dir), "--policy", str(tmp_path / "nope.onnx"))
     assert out.returncode == 1 and out.stderr.strip() == f"robolearn: {tmp_path / 'nope.onnx'}: no such file (expected policy.onnx or its export directory)"
+
+
+class EnvWith:
+    """The shared Nav env with some attributes replaced (what another task would declare)."""
+
+    def __init__(self, env, **attributes):
+        self._env = env
+        self.__dict__.update(attributes)
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+
+def test_export_validates_the_contract_before_writing(env, tmp_path):
+    out = tmp_path / "export"
+    unused_action = EnvWith(env, action_scale=np.array([12.0, 0.0]))
+    with pytest.raises(ExportError) as err:
+        export_policy(mlp_policy(hidden=(16,)), unused_action, out, task=TASK, formats=["onnx"])
+    assert str(err.value) == (f"{TASK} export: contract key 'action.scale': zero entry in [12.0, 0.0]; nothing written")
+    assert not out.exists()
+    clash = EnvWith(env, fixed_commands={"wheel_r_velocity_rad_s": 0.0})
+    with pytest.raises(ExportError, match="contract key 'action.fixed.wheel_r_velocity_rad_s': is also a policy output"):
+        export_policy(mlp_policy(hidden=(16,)), clash, out, task=TASK, formats=["onnx"])
+    assert not out.exists()
+
+
+def test_fixed_commands_of_the_task_reach_the_contract_and_the_runner(env, tmp_path):
+    from robolearn.deploy import PolicyRunner
+
+    held = EnvWith(env, fixed_commands={"gripper_finger_travel_m": 0, "lamp_on": 1.0})
+    contract = export_policy(mlp_policy(hidden=(16,)), held, tmp_path, task=TASK, formats=["onnx"]).contract
+    assert contract["action"]["fixed"] == {"gripper_finger_travel_m": 0.0, "lamp_on": 1.0}
+    assert dict(PolicyRunner(tmp_path).fixed_commands) == {"gripper_finger_travel_m": 0.0, "lamp_on": 1.0}
+
+
+def test_exported_files_are_readable_by_others_under_the_usual_umask(env, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        export = export_policy(mlp_policy(hidden=(16,)), env, tmp_path / "export", task=TASK)
+    finally:
+        os.umask(previous)
+    assert sorted((p.name, stat.S_IMODE(p.stat().st_mode)) for p in export.files) == [
+        ("policy.json", 0o644), ("policy.onnx", 0o644), ("policy.pt", 0o644)]
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["policy.json", "policy.onnx", "policy.pt"]
+
+
+def test_cli_export_checks_the_output_directory_before_loading_anything(run_dir, tmp_path, monkeypatch, capsys):
+    import robolearn.deploy.export as export_module
+    from robolearn.cli import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("export_checkpoint ran although the output directory is unusable")
+
+    monkeypatch.setattr(export_module, "export_checkpoint", must_not_run)
+    (tmp_path / "a_file").write_text("x")
+    for out, reason in ((tmp_path / "a_file", "Not a directory"), (tmp_path / "a_file" / "export", "Not a directory"),
+                        (Path("/proc/robolearn-test/export"), "")):
+        assert main(["export", str(run_dir), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"robolearn: {out}: cannot write the export here ({reason}") and err.count("\n") == 1
+    assert (tmp_path / "a_file").read_text() == "x" and not Path("/proc/robolearn-test").exists()

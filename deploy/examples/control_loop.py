@@ -6,8 +6,10 @@
 Each tick (period: the contract's control period, or 1 / --rate-hz) reads the robot's observation,
 runs ``PolicyRunner.step`` and sends the command; the simulator then advances one control period,
 as the robot would in real time. A tick whose work ends after the next tick's start is a deadline
-miss; the schedule then restarts from now rather than bursting to catch up. Like the code on a
-robot it needs numpy, onnxruntime and (for the stand-in) MuJoCo, not torch.
+miss; the schedule then restarts from now rather than bursting to catch up. The commands the task
+holds fixed (``runner.fixed_commands``, e.g. Push's gripper opening) are held by the simulated
+task here; a robot's controller sends them along with each command. Like the code on a robot it
+needs numpy, onnxruntime and (for the stand-in) MuJoCo, not torch.
 """
 
 from __future__ import annotations
