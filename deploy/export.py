@@ -42,7 +42,8 @@ from torch import nn
 from robolearn.deploy.contract import (CONTRACT_FILE, FORMAT, METADATA_KEY, ONNX_FILE, STATE_NAMES, STATE_SHAPE,
                                        ContractError, dumps, io_names, validate)
 from robolearn.deploy.integrity import append_metadata, graph_sha256
-from robolearn.deploy.parity import Backend, initial_state, rollout_parity, torch_backend
+from robolearn.deploy.parity import Backend, DeployedActorPolicy, contract_state, rollout_parity, torch_backend
+from robolearn.models import Policy
 from robolearn.files import FileWriteError, write_atomic
 
 TORCHSCRIPT_FILE = "policy.pt"
@@ -85,8 +86,7 @@ def export_checkpoint(path: str | Path, out_dir: str | Path | None = None,
     from robolearn.checkpoint import load_policy
     from robolearn.envs import make_env
 
-    model, config, state = load_policy(path)
-    policy = model.deployable_actor()
+    policy, config, state = load_policy(path)
     checkpoint = Path(state["path"])
     run_dir = run_dir_of(checkpoint)
     env = make_env(config.env.model_copy(update={"num_envs": PARITY_ENVS, "nthread": 1}), seed=config.seed)
@@ -120,10 +120,12 @@ def check_formats(formats: Sequence[str]) -> None:
         raise ExportError(f"formats: expected a non-empty subset of {','.join(FORMAT_FILES)}, got {','.join(formats) or 'none'}")
 
 
-def export_policy(policy: nn.Module, env, out_dir: str | Path, *, task: str,
+def export_policy(policy: Policy | nn.Module, env, out_dir: str | Path, *, task: str,
                   formats: Sequence[str] = tuple(FORMAT_FILES), source: dict[str, Any] | None = None,
                   seed: int = 0) -> Export:
-    """Export ``policy`` (a deployable actor, see the module docstring) for ``env``'s task.
+    """Export ``policy`` for ``env``'s task: a robolearn :class:`~robolearn.models.Policy` (its
+    ``deployable_actor()`` is exported, and parity is checked against the policy itself, run
+    through its interface) or a bare deployable actor (see the module docstring).
 
     Every format is built in memory and replayed against the eager policy on ``env``; files are
     written only when all pass and the contract validates. Model files of formats not exported
@@ -131,6 +133,8 @@ def export_policy(policy: nn.Module, env, out_dir: str | Path, *, task: str,
     Raises :class:`ParityError`, or :class:`ExportError` (one line) for anything else.
     """
     check_formats(formats)
+    reference = policy.eval() if isinstance(policy, Policy) else DeployedActorPolicy(policy)
+    policy = policy.deployable_actor() if isinstance(policy, Policy) else policy
     _check_interface(policy, env)
     policy.eval()
     inputs, _ = io_names(policy.recurrent)
@@ -145,7 +149,7 @@ def export_policy(policy: nn.Module, env, out_dir: str | Path, *, task: str,
             models[TORCHSCRIPT_FILE] = to_torchscript(policy, example)
             with _quiet():
                 backends["torchscript"] = torch_backend(torch.jit.load(io.BytesIO(models[TORCHSCRIPT_FILE])))
-        figures = rollout_parity(policy, backends, env, PARITY_STEPS, seed)
+        figures = rollout_parity(reference, backends, policy.recurrent, env, PARITY_STEPS, seed)
     parity = {"steps": PARITY_STEPS, "envs": env.num_envs, "seed": seed, "tolerance": PARITY_TOLERANCE,
               "max_abs_diff": figures}
     if not all(diff <= PARITY_TOLERANCE for diff in figures.values()):
@@ -270,7 +274,7 @@ def named_io(policy: nn.Module) -> nn.Module:
 
 def _example_inputs(policy: nn.Module, batch: int) -> tuple[torch.Tensor, ...]:
     obs = torch.randn(batch, policy.obs_dim, generator=torch.Generator().manual_seed(0))
-    return (obs, *(torch.from_numpy(state) for state in initial_state(policy, batch)))
+    return (obs, *(torch.from_numpy(state) for state in contract_state(policy.recurrent, batch)))
 
 
 def _check_interface(policy: nn.Module, env) -> None:

@@ -1,8 +1,11 @@
 """The parity gate: an exported policy must act like the eager torch policy over a real rollout.
 
-The eager policy drives the task's env for ``steps`` steps; every exported backend sees the same
-observation sequence, carries its own recurrent state (zeroed where an episode ended, as a robot
-does at reset) and is compared action by action with the eager output.
+The eager policy, driven through the policy interface (:mod:`robolearn.models.policy`:
+``initial_state``, ``act_inference``, ``reset_state``), drives the task's env for ``steps`` steps.
+Every exported backend sees the same observation sequence and is run as the robot runs it: its
+recurrent state is the contract's (``[layers, batch, hidden]`` per state input), starts at zero
+and is zeroed where an episode ended (what ``PolicyRunner.reset`` does); its actions are compared
+with the eager ones step by step.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import torch
 from torch import nn
 
 from robolearn.deploy.contract import STATE_NAMES
+from robolearn.models import Policy
 
 #: a backend maps numpy inputs ``(obs, *state)`` to numpy outputs ``[actions, *state]``
 Backend = Callable[..., Sequence[np.ndarray]]
 
 
-def initial_state(policy: nn.Module, batch: int) -> list[np.ndarray]:
-    """Zero recurrent state ``[layers, batch, hidden]`` per state input (none for an MLP)."""
-    recurrent = policy.recurrent
+def contract_state(recurrent: dict | None, batch: int) -> list[np.ndarray]:
+    """The contract's zero state: ``[layers, batch, hidden]`` per state input (none for an MLP)."""
     if recurrent is None:
         return []
     shape = (recurrent["layers"], batch, recurrent["hidden_size"])
@@ -40,21 +43,47 @@ def torch_backend(module: Callable) -> Backend:
     return run
 
 
-def rollout_parity(policy: nn.Module, backends: dict[str, Backend], env, steps: int, seed: int) -> dict[str, float]:
-    """Max abs action difference of each backend to the eager policy over a ``steps``-step rollout."""
-    eager = torch_backend(policy)
+class DeployedActorPolicy(Policy):
+    """The inference part of the policy interface over a bare deployable module (``forward(obs[,
+    h[, c]]) -> actions[, h[, c]]``, see :mod:`robolearn.deploy.export`), for exporting modules that
+    are not robolearn policies. State: the module's states stacked, ``[S, layers, N, hidden]``, or
+    ``[N, 0]`` for a feed-forward module."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def initial_state(self, num_envs: int) -> torch.Tensor:
+        states = contract_state(self.module.recurrent, num_envs)
+        return torch.from_numpy(np.stack(states)) if states else torch.zeros(num_envs, 0)
+
+    def act_inference(self, obs, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.module.recurrent is None:
+            return self.module(obs["policy"]), state
+        actions, *new_state = self.module(obs["policy"], *state)
+        return actions, torch.stack(new_state)
+
+
+def rollout_parity(reference: Policy, backends: dict[str, Backend], recurrent: dict | None, env, steps: int,
+                   seed: int) -> dict[str, float]:
+    """Max abs action difference of each backend (state layout ``recurrent``, the contract's) to
+    the ``reference`` policy's ``act_inference`` over a ``steps``-step rollout of ``env``."""
     obs, _ = env.reset(seed=seed)
-    states = {name: initial_state(policy, env.num_envs) for name in ["eager", *backends]}
+    reference_state = reference.initial_state(env.num_envs)
+    states = {name: contract_state(recurrent, env.num_envs) for name in backends}
     worst = dict.fromkeys(backends, 0.0)
     for _ in range(steps):
-        x = obs["policy"]
-        actions, *states["eager"] = eager(x, *states["eager"])
+        with torch.no_grad():
+            actions, reference_state = reference.act_inference({g: torch.from_numpy(v) for g, v in obs.items()},
+                                                               reference_state)
+        actions = actions.numpy()
         for name, backend in backends.items():
-            out, *states[name] = backend(x, *states[name])
+            out, *states[name] = backend(obs["policy"], *states[name])
             diff = float(np.max(np.abs(np.asarray(out) - actions)))
             worst[name] = max(worst[name], diff if math.isfinite(diff) else math.inf)
         obs, _, terminated, truncated, _ = env.step(actions)
         done = terminated | truncated
+        reference_state = reference.reset_state(reference_state, torch.from_numpy(done))
         if done.any():
             for state in states.values():
                 for tensor in state:

@@ -18,8 +18,6 @@ is migrated and a resumed run restarts its episodes.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from robolearn.config import Config, ConfigError, validate_config
+from robolearn.files import write_atomic
 from robolearn.models import Policy, build_policy
 
 FORMAT = "robolearn.checkpoint/2"
@@ -67,20 +66,10 @@ def to_numpy(tree: Any) -> Any:
 
 # ------------------------------------------------------------------ files
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a crash mid-write never leaves a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(to_plain({**state, "format": FORMAT}), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``state`` to ``path`` atomically (a crash mid-write never leaves a truncated file), with
+    the usual umask-respecting mode; a file-system error is a one-line :class:`FileWriteError`."""
+    plain = to_plain({**state, "format": FORMAT})
+    return write_atomic(path, lambda handle: torch.save(plain, handle))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

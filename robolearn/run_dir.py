@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from robolearn.checkpoint import CHECKPOINT_DIR
+from robolearn.files import TEMP_SUFFIX, write_atomic
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -87,9 +88,9 @@ def reopen_run_dir(path: str | Path, iteration: int, config_text: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         _trim_metrics(path / METRICS_FILE, iteration)
-        for stale in (path / CHECKPOINT_DIR).glob(".*.tmp"):
+        for stale in (path / CHECKPOINT_DIR).glob(f".*{TEMP_SUFFIX}"):  # left by a writer that was killed
             stale.unlink(missing_ok=True)
-        (path / CONFIG_FILE).write_text(config_text)
+        write_atomic(path / CONFIG_FILE, config_text.encode())
     except OSError as err:
         raise RunDirError(f"{path}: cannot write to the run directory ({err.strerror})") from None
 
@@ -108,7 +109,7 @@ def _trim_metrics(path: Path, iteration: int) -> None:
         return
     text = io.StringIO()
     csv.writer(text).writerows(kept)
-    path.write_text(text.getvalue())
+    write_atomic(path, text.getvalue().encode())
 
 
 def _check_is_directory(path: Path) -> None:

@@ -134,7 +134,7 @@ def test_recurrent_actor_critic_exports_its_actor(env, tmp_path, cell):
     model.obs_normalizers["policy"].mean.normal_()
     policy = model.deployable_actor()
     assert (policy.obs_dim, policy.action_dim, policy.recurrent) == (23, 2, {"cell": cell, "layers": 2, "hidden_size": 16})
-    contract = export_policy(policy, env, tmp_path, task=TASK).contract
+    contract = export_policy(model, env, tmp_path, task=TASK).contract  # parity against the policy interface
     assert all(diff <= 1e-5 for diff in contract["parity"]["max_abs_diff"].values())
     graph = onnx.load(tmp_path / "policy.onnx").graph
     assert not any("critic" in t.name for t in graph.initializer)  # the actor alone is deployed

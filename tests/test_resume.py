@@ -209,3 +209,14 @@ def test_loading_a_crafted_checkpoint_runs_no_code(tmp_path):
     pickled.write_bytes(pickle.dumps(_RunsCode(marker)))
     out = robolearn("eval", str(pickled))
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and not marker.exists()
+
+
+def test_checkpoints_are_readable_by_others(tmp_path):
+    """A controller or a colleague reads checkpoints: they follow the umask like any file (not 0600)."""
+    previous = os.umask(0o022)
+    try:
+        Trainer(config("runner.max_iterations=1"), tmp_path / "run").learn()
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "run" / "checkpoints").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path
