@@ -65,14 +65,28 @@ def test_nav_sampler_that_cannot_succeed_raises_a_bounded_one_line_error():
     assert isinstance(info.value, RuntimeError)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("env.target_distance=[0.9,1.0]", "target_distance=[0.9, 1.0] m: no point of target_region lies that far from "
+                                      "object_region (their points are 0.00-0.47 m apart)"),
+    ("env.target_region={x: [0.75, 0.8], y: [-0.1, 0.1]}", "target_distance=[0.08, 0.2] m: no point of target_region"),
+])
+def test_table_targets_out_of_reach_are_config_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(NAV.parent / "push.yaml", [override])
+    assert str(info.value).startswith(f"override '{override}': env: {message}")
+    with pytest.raises(ConfigError, match="table_target_distance=.0.9, 1.0. m: no point of target_region"):
+        load_config(NAV.parent / "pickplace.yaml", ["env.table_target_distance=[0.9,1.0]"])
+    load_config(NAV.parent / "pickplace.yaml", ["env.table_target_distance=[0.9,1.0]", "env.table_target_prob=0"])
+
+
 @pytest.mark.parametrize("make, key", [
-    (lambda: PushEnv(num_envs=2, nthread=1, seed=0, target_distance=[0.9, 1.0]), "target_distance"),
-    (lambda: PickPlaceEnv(num_envs=2, nthread=1, seed=0, table_target_prob=1.0, table_target_distance=[0.9, 1.0]),
-     "table_target_distance"),
+    (lambda: PushEnv(num_envs=8, nthread=1, seed=0), "target_distance"),
+    (lambda: PickPlaceEnv(num_envs=8, nthread=1, seed=0, table_target_prob=1.0), "table_target_distance"),
 ])
 def test_table_targets_that_cannot_lie_in_the_region_raise_instead_of_falling_back(make, key):
     env = make()
-    with pytest.raises(LayoutError, match=rf"^no target 0.9-1 m from the cube at \[.*\] lies in the target region "
+    env.layout_params["workspace"][:] = 10.0  # the cube lands far outside the target region
+    with pytest.raises(LayoutError, match=rf"^no target .* m from the cube at \[.*\] lies in the target region "
                                           rf"after {MAX_ROUNDS * 32} tries \(env.{key}, env.target_region"):
         env.reset(seed=0)
 

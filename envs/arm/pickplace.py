@@ -14,11 +14,11 @@ action-rate and joint-limit penalties.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
 from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv, Region
-from robolearn.envs.arm.push import sample_table_target
+from robolearn.envs.arm.push import check_table_target_distance, sample_table_target
 from robolearn.envs.rewards import reward_grasp, reward_lift, reward_place, reward_reach, reward_success
 
 __all__ = ["PickPlaceConfig", "PickPlaceEnv"]
@@ -49,6 +49,13 @@ class PickPlaceConfig(ArmTaskConfig):
     place_std: float = Field(0.1, gt=0.0)
     place_fine_std: float = Field(0.02, gt=0.0)
     rewards: PickPlaceRewards = Field(default_factory=PickPlaceRewards)
+
+    @model_validator(mode="after")
+    def _table_target_fits(self) -> "PickPlaceConfig":
+        if self.table_target_prob > 0:
+            check_table_target_distance(self.object_region, self.target_region, self.table_target_distance,
+                                        "table_target_distance")
+        return self
 
 
 class PickPlaceEnv(ArmTaskEnv):

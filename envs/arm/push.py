@@ -15,7 +15,7 @@ bonus, action-rate and joint-limit penalties.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
 from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv, Region
@@ -46,6 +46,25 @@ class PushConfig(ArmTaskConfig):
     place_std: float = Field(0.1, gt=0.0)
     place_fine_std: float = Field(0.02, gt=0.0)
     rewards: PushRewards = Field(default_factory=PushRewards)
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> "PushConfig":
+        check_table_target_distance(self.object_region, self.target_region, self.target_distance, "target_distance")
+        return self
+
+
+def check_table_target_distance(object_region: Region, target_region: Region, distance: Range, key: str) -> None:
+    """ValueError if no point of ``target_region`` lies ``distance`` from any point of
+    ``object_region`` (in the table plane): a table target could never be sampled."""
+    def axes(region: Region):
+        return np.array([region.x.lo, region.y.lo]), np.array([region.x.hi, region.y.hi])
+
+    (olo, ohi), (tlo, thi) = axes(object_region), axes(target_region)
+    nearest = float(np.linalg.norm(np.maximum(0.0, np.maximum(olo - thi, tlo - ohi))))
+    farthest = float(np.linalg.norm(np.maximum(np.abs(thi - olo), np.abs(ohi - tlo))))
+    if distance.lo > farthest or distance.hi < nearest:
+        raise ValueError(f"{key}=[{distance.lo}, {distance.hi}] m: no point of target_region lies that far from "
+                         f"object_region (their points are {nearest:.2f}-{farthest:.2f} m apart)")
 
 
 def sample_table_target(env: ArmTaskEnv, ids: np.ndarray, distance: Range, distance_key: str) -> np.ndarray:
