@@ -5,7 +5,7 @@
     single = gymnasium.make("robolearn/Nav-v0")
 """
 
-from robolearn.envs.core import BatchedMujocoEnv, ObsLayout
+from robolearn.envs.core import BatchedMujocoEnv, ObsLayout, finished_episodes
 from robolearn.envs.registry import get_task, list_tasks, make_env, register_task
 
 _REGISTERED = False
@@ -60,4 +60,4 @@ def _register_bundled_tasks() -> None:
 
 _register_bundled_tasks()
 
-__all__ = ["BatchedMujocoEnv", "ObsLayout", "get_task", "list_tasks", "make_env", "register_task"]
+__all__ = ["BatchedMujocoEnv", "ObsLayout", "finished_episodes", "get_task", "list_tasks", "make_env", "register_task"]

@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from robolearn.envs.core import BatchedMujocoEnv
+from robolearn.envs.core import BatchedMujocoEnv, finished_episodes
 
 
 class SingleEnvView(gymnasium.Env):
@@ -38,9 +38,10 @@ class SingleEnvView(gymnasium.Env):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.vector_env.step(np.asarray(action, np.float32)[None])
         out_info: dict[str, Any] = {}
-        if "final_obs" in info:  # the batch already started a new episode: report the old one's end
+        ended, metrics = finished_episodes(info)
+        if ended.size:  # the batch already started a new episode: report the old one's end
             obs = info["final_obs"]
-            out_info["episode"] = {k: v[0] for k, v in info["episode"].items()}
+            out_info["episode"] = {k: v[0] for k, v in metrics.items()}
         out_info["critic"] = obs["critic"][0]
         return obs["policy"][0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), out_info
 

@@ -9,11 +9,15 @@ pushes, and observation noise (per-episode bias and scale, per-step white noise)
 
 Its draws come from its own RNG, so with every range at its nominal point the env is bit for bit
 the unrandomized one.
+
+The randomizer owns all of its state: :meth:`state_dict` holds the ADR state, its RNG streams and
+the per-env samples and per-step memory (a resumed run continues exactly), and :meth:`synchronize`
+is the one exchange across the ranks of data-parallel training (rank 0 owns the ADR ranges).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -31,6 +35,22 @@ _MODEL_FIELDS = {
     "armature": ("dof_armature", None),
 }
 _SETCONST_TARGETS = {"body_mass", "armature"}
+#: selection keys (``select.<key>``) of the model element kinds
+_SELECT_KEYS = {"geom": "geoms", "body": "bodies", "joint": "joints", "actuator": "actuators"}
+#: the per-env arrays :meth:`Randomizer.state_dict` holds, by key -> attribute
+_PER_ENV_STATE = {"values": "values", "tags": "tags", "action_history": "_action_history",
+                  "backlash": "_backlash_out"}
+
+
+class Communicator(Protocol):
+    """What :meth:`Randomizer.synchronize` needs of a data-parallel job (duck-typed)."""
+
+    enabled: bool  # more than one rank
+    is_main: bool  # rank 0
+
+    def all_gather_object(self, obj: Any) -> list: ...  # every rank's obj, in rank order
+
+    def broadcast_object(self, obj: Any) -> Any: ...  # rank 0's obj on every rank
 
 
 class RandomizationError(ConfigError):
@@ -71,12 +91,13 @@ class Randomizer:
         self.max_latency = int(max([p.limit_range.hi for p in self.params if p.target == "action_latency"] or [0]))
         self._action_history = np.zeros((n, self.max_latency + 1, a), np.float32)
         self._backlash_out = np.zeros((n, a), np.float32)
-        self._obs_bias = {}  # term -> (n, width) per-episode bias
-        self._obs_scale = {}
-        #: distributed training: keep boundary results for :meth:`take_results` instead of recording
-        #: them here (rank 0 records every rank's results and broadcasts the ranges)
-        self.defer_results = False
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._obs_bias: dict[str, np.ndarray] = {}  # term -> (n, width) per-episode bias
+        self._obs_scale: dict[str, np.ndarray] = {}
+        # data-parallel training (after the first synchronize): finished boundary results wait here
+        # for the next synchronize instead of being recorded at once
+        self._defer_results = False
+        self._pending_tags = np.zeros((0, 3))
+        self._pending_performance = np.zeros(0)
 
     def seed(self, seed: int | None) -> None:
         """Seed the value and noise draws and ADR's boundary choices (apart from the env's RNG)."""
@@ -99,12 +120,13 @@ class Randomizer:
         model = env.model
 
         def ids_of(kind: str, names: list[str]) -> np.ndarray:
+            where = f"{key}.select.{_SELECT_KEYS[kind]}"  # never empty: the config schema refuses that
             out = []
             for item in names:
                 try:
                     out.append(getattr(model, kind)(item).id)
                 except KeyError:
-                    raise RandomizationError(f"{key}.select.{kind}s: {item!r} matches no {kind} in the model") from None
+                    raise RandomizationError(f"{where}: {item!r} matches no {kind} in the model") from None
             return np.array(out, np.int64)
 
         t = p.target
@@ -257,7 +279,8 @@ class Randomizer:
 
     # ------------------------------------------------------------------ episode ends
     def on_episode_end(self, ids: np.ndarray, episode: dict[str, np.ndarray]) -> None:
-        """Boundary evaluators report their episode's objective to ADR."""
+        """Boundary evaluators report their episode's objective to ADR (at once, or at the next
+        :meth:`synchronize` in data-parallel training)."""
         if not self.params or not self.adr.update:
             return
         objective = self.config.adr.objective
@@ -266,35 +289,40 @@ class Randomizer:
                                      f"(metrics: {', '.join(episode)})")
         tags = self.tags[ids]
         boundary = tags[:, 0] >= 0
-        if boundary.any():
-            if self.defer_results:
-                self._pending.append((tags[boundary].copy(), np.asarray(episode[objective][ids][boundary], np.float64)))
-            else:
-                self.adr.record(tags[boundary], episode[objective][ids][boundary])
+        if not boundary.any():
+            return
+        performance = np.asarray(episode[objective][ids][boundary], np.float64)
+        if self._defer_results:
+            self._pending_tags = np.concatenate([self._pending_tags, tags[boundary]])
+            self._pending_performance = np.concatenate([self._pending_performance, performance])
+        else:
+            self.adr.record(tags[boundary], performance)
 
-    def take_results(self) -> tuple[np.ndarray, np.ndarray]:
-        """The deferred boundary results since the last call, in the order they finished: tags
-        (n, 3) and objective values (n,) for :meth:`AdrState.record`."""
-        if not self._pending:
-            return np.zeros((0, 3)), np.zeros(0)
-        tags, perf = (np.concatenate(parts) for parts in zip(*self._pending))
-        self._pending.clear()
-        return tags, perf
+    def synchronize(self, comm: Communicator) -> None:
+        """The one per-iteration exchange across the ranks of data-parallel training.
 
-    def synchronize(self, comm) -> None:  # TEMPORARY (replaced by the envs branch)
+        With ``comm.enabled`` (more than one rank): from the first call on, finished boundary
+        results wait on every rank instead of being recorded; each call gathers every rank's
+        waiting results to rank 0, which records them in rank order, then gives every rank rank 0's
+        ADR ranges and move count (the others keep empty queues). Call it once before the first
+        rollout and once per iteration, on every rank. A single process (``comm.enabled`` false)
+        records results at episode end and this does nothing.
+        """
         if not comm.enabled:
             return
-        if not self.defer_results:
-            self.defer_results = True
-        elif self.adr.update:
-            parts = comm.all_gather_object(self.take_results())
-            if comm.is_main:
-                for part in parts:
-                    self.adr.record(*part)
-        ranges, moves = comm.broadcast_object((self.adr.ranges, self.adr.moves) if comm.is_main else None)
+        self._defer_results = True
+        mine = (self._pending_tags, self._pending_performance)
+        self._pending_tags, self._pending_performance = np.zeros((0, 3)), np.zeros(0)
+        parts = comm.all_gather_object(mine)
+        if comm.is_main:
+            for tags, performance in parts:
+                self.adr.record(np.asarray(tags, np.float64).reshape(-1, 3), np.asarray(performance, np.float64))
+        else:
+            self.adr.queues = [[[], []] for _ in self.adr.params]
+        ranges, moves = comm.broadcast_object((self.adr.ranges.tolist(), self.adr.moves) if comm.is_main else None)
         if not comm.is_main:
             self.adr.ranges = np.array(ranges, np.float64).reshape(-1, 2)
-            self.adr.moves = moves
+            self.adr.moves = int(moves)
 
     def normalized_values(self) -> np.ndarray:
         """Per-env values mapped to [-1, 1] over each parameter's limits (the critic's view)."""
@@ -302,12 +330,44 @@ class Randomizer:
         span = np.where(limits[:, 1] > limits[:, 0], limits[:, 1] - limits[:, 0], 1.0)
         return (2.0 * (self.values - limits[:, 0]) / span - 1.0).astype(np.float32)
 
+    # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"adr": self.adr.state_dict(), "rng": self.rng.bit_generator.state}
+        """All of the randomizer's state, as plain data: the ADR state (ranges, queues, its RNG,
+        moves), the value/noise RNG, and per env the sampled values, boundary tags, action history,
+        backlash output, per-episode observation bias and scale, and boundary results waiting for
+        :meth:`synchronize`."""
+        state: dict[str, Any] = {"names": list(self.names), "adr": self.adr.state_dict(),
+                                 "rng": self.rng.bit_generator.state}
+        for key, attr in _PER_ENV_STATE.items():
+            state[key] = getattr(self, attr).copy()
+        state["obs_bias"] = {term: v.copy() for term, v in self._obs_bias.items()}
+        state["obs_scale"] = {term: v.copy() for term, v in self._obs_scale.items()}
+        state["pending_tags"] = self._pending_tags.copy()
+        state["pending_performance"] = self._pending_performance.copy()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` of a randomizer with the same parameters and number of envs
+        (ValueError naming what differs, before anything changes)."""
+        expected = ("names", "adr", "rng", *_PER_ENV_STATE, "obs_bias", "obs_scale", "pending_tags",
+                    "pending_performance")
+        missing = [key for key in expected if key not in state]
+        if missing:
+            raise ValueError(f"randomizer state lacks {missing}")
+        if list(state["names"]) != self.names:
+            raise ValueError(f"randomizer state has parameters {list(state['names'])}, this config has {self.names}")
+        for key, attr in _PER_ENV_STATE.items():
+            shape, mine = np.shape(state[key]), getattr(self, attr).shape
+            if shape != mine:
+                raise ValueError(f"randomizer state {key!r} has shape {shape}, this env's is {mine}")
         self.adr.load_state_dict(state["adr"])
         self.rng.bit_generator.state = state["rng"]
+        for key, attr in _PER_ENV_STATE.items():
+            getattr(self, attr)[...] = np.asarray(state[key])
+        self._obs_bias = {term: np.array(v, np.float32) for term, v in state["obs_bias"].items()}
+        self._obs_scale = {term: np.array(v, np.float32) for term, v in state["obs_scale"].items()}
+        self._pending_tags = np.array(state["pending_tags"], np.float64).reshape(-1, 3)
+        self._pending_performance = np.array(state["pending_performance"], np.float64).reshape(-1)
 
 
 def _dof_count(joint_type: int) -> int:

@@ -18,6 +18,8 @@ is migrated and a resumed run restarts its episodes.
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +91,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint (file or run directory) written by :func:`save_checkpoint`."""
     path = resolve_checkpoint(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for truncated, foreign or code-carrying files
-        first = (str(err).strip().splitlines() or [""])[0][:120]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower():  # anything but tensors and plain data
+            raise CheckpointError(f"{path}: not a readable checkpoint (it holds Python objects, not only tensors and "
+                                  "plain data; refused, since loading it could run code)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError: {_first_line(err)})") from None
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {_first_line(err)})") from None
     if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not a robolearn checkpoint (format {found!r})")
@@ -103,6 +111,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         _migrate_format_1(state)
     state["path"] = str(path)
     return state
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:120]
 
 
 def _migrate_format_1(state: dict[str, Any]) -> None:

@@ -320,8 +320,9 @@ class Trainer:
 
     def _rank_state(self) -> dict[str, Any]:
         """This rank's run: its random streams, envs, and the next rollout's observation and state."""
-        rng = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()), "python": random.getstate(),
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        rng = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+               "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         obs = None if self.obs is None else {group: value.cpu() for group, value in self.obs.items()}
         state = None if self.policy_state is None else self.policy_state.cpu()
         return {"rng": rng, "env": self.env.state_dict(), "obs": obs, "policy_state": state}
@@ -386,7 +387,8 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(tuple(to_numpy(rng["numpy"])))
+        kind, keys, position, has_gauss, cached = rng["numpy"]
+        np.random.set_state((kind, np.asarray(keys, np.uint32), position, has_gauss, cached))
         random.setstate(rng["python"])
 
     def _diverged_message(self, what: str) -> str:

@@ -71,7 +71,7 @@ def main(out: Path, config_path: str) -> None:
         param.copy_(saved)
 
     # 4. resume the distributed run: every rank loads rank 0's checkpoint, each its own RNG streams
-    more = config.model_copy(update={"runner": config.runner.policy_copy(update={"max_iterations": 3})})
+    more = config.model_copy(update={"runner": config.runner.model_copy(update={"max_iterations": 3})})
     resumed = Trainer.from_checkpoint(out / "run", config=more, run_dir=run_dir, dist=dist)
     results["rng_on_resume"] = torch.get_rng_state()
     results["resumed_iteration"] = resumed.iteration

@@ -8,15 +8,11 @@ import pytest
 import robolearn.envs  # noqa: F401  (registers the tasks)
 from gymnasium.utils.env_checker import check_env
 from robolearn.envs.arm import PickPlaceEnv, PushEnv, ReachEnv
-from robolearn.envs.arm.base import (
-    grasp_indicator,
-    reward_lift,
-    reward_place,
-    reward_reach,
-)
+from robolearn.envs.arm.base import grasp_indicator
 from robolearn.envs.arm.model import ARM_BODIES, ARM_JOINTS, FINGER_OPEN, build_model
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
+from robolearn.envs.rewards import reward_lift, reward_place, reward_reach
 
 from robolearn.config import RandomizationConfig
 
@@ -200,19 +196,33 @@ def test_push_success_when_cube_on_target():
     env.target[0] = env.object_pos[0] + [0.01, 0.0, 0.0]
     env.target[1] = env.object_pos[1] - [0.0, 0.0, 0.05]  # right below a lifted cube: not a success
     for _ in range(env.cfg.hold_steps):
-        _, _, term, _, info = env.step(np.zeros((2, 6)))
+        _, _, term, _, info = env.step(np.zeros((2, 5)))
     assert env.episode_success.tolist() == [True, False] and not term.any()
 
 
-def test_push_gripper_stays_closed():
+def test_push_has_five_arm_actions_and_holds_the_gripper_closed():
     env = PushEnv(num_envs=1, nthread=1, seed=0)
     env.reset(seed=0)
-    assert env.action_scale[-1] == 0.0
-    action = np.zeros((1, 6))
-    action[0, 5] = -1.0  # "open": ignored
+    assert env.single_action_space.shape == (5,)
+    assert env.action_names == [f"{j}_delta_rad" for j in ARM_JOINTS]
+    assert env.action_scale.tolist() == [env.cfg.delta_scale] * 5 and env.action_offset.tolist() == [0.0] * 5
+    assert env.fixed_commands == {"gripper_finger_travel_m": 0.0}
+    assert env.obs_layout["policy"].widths["last_action"] == 5
     for _ in range(5):
-        env.step(action)
+        env.step(-np.ones((1, 5)))
+    assert np.all(env.ctrl[0, env._grip_act] == 0.0)
     assert np.all(env.qpos[0, env._finger_qpos] < 2e-3)
+
+
+@pytest.mark.parametrize("task", ["robolearn/Nav-v0", "robolearn/NavPO-v0", "robolearn/Reach-v0",
+                                  "robolearn/PickPlace-v0", "robolearn/MobilePick-v0"])
+def test_other_tasks_fix_no_command_and_no_action_has_scale_zero(task):
+    from robolearn.envs import get_task
+
+    env = get_task(task).env_cls(num_envs=1, nthread=1, seed=0)
+    assert env.fixed_commands == {}
+    assert len(env.action_names) == env.single_action_space.shape[0] == len(env.action_scale)
+    assert np.all(env.action_scale != 0)
 
 
 def test_pickplace_success_needs_the_hold():

@@ -131,6 +131,12 @@ def test_white_obs_noise_changes_every_step_and_critic_sees_parameters():
 @pytest.mark.parametrize("params, message", [
     ({"x": {"target": "geom_friction", "select": {"geoms": ["wheel_q"]}, "init_range": [1, 1]}},
      r"randomization\.params\.x\.select\.geoms: 'wheel_q' matches no geom"),
+    ({"x": {"target": "body_mass", "select": {"bodies": ["chassis"]}, "init_range": [1, 1]}},
+     r"^randomization\.params\.x\.select\.bodies: 'chassis' matches no body in the model$"),
+    ({"x": {"target": "joint_damping", "select": {"joints": ["hip"]}, "init_range": [1, 1]}},
+     r"^randomization\.params\.x\.select\.joints: 'hip' matches no joint in the model$"),
+    ({"x": {"target": "actuator_gain", "select": {"actuators": ["motor"]}, "init_range": [1, 1]}},
+     r"^randomization\.params\.x\.select\.actuators: 'motor' matches no actuator in the model$"),
     ({"x": {"target": "obs_noise", "select": {"obs_terms": ["sonar"]}, "op": "set", "init_range": [0, 1]}},
      r"randomization\.params\.x\.select\.obs_terms: 'sonar' is not a policy obs term"),
     ({"x": {"target": "layout", "select": {"layout": "walls"}, "init_range": [1, 1]}},
@@ -154,7 +160,7 @@ def test_bad_parameters_name_the_key(tmp_path, param, message):
     path = tmp_path / "exp.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump({"randomization": {"params": {"bad": param}}}))
+    path.write_text(yaml.safe_dump({"runner": {"max_iterations": 1}, "randomization": {"params": {"bad": param}}}))
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path)
     assert f"{path}: randomization.params.bad" in str(info.value)
@@ -192,3 +198,127 @@ def test_randomized_env_is_deterministic_under_a_seed():
     np.testing.assert_array_equal(qa, qb)
     np.testing.assert_array_equal(pa, pb)
     assert not np.allclose(pa[1:], run(a, steps=60, seed=6)[1][1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# the randomizer's exchange across ranks and its state
+
+ADR_FRICTION = {"adr": {"enabled": True, "queue_length": 2, "t_low": 0.2, "t_high": 0.8},
+                "params": {"friction": {"target": "geom_friction", "select": {"geoms": ["wheel_l"]},
+                                        "init_range": [1.0, 1.0], "limits": [0.5, 2.0], "delta": 0.25}}}
+HIGH = [0.0, 1.0, 1.0]  # boundary tag: parameter 0, upper bound, evaluated at 1.0
+
+
+class _Ranks:
+    """Two ranks in two threads of one process: what torch.distributed's object collectives do."""
+
+    def __init__(self):
+        import threading
+
+        self.barrier = threading.Barrier(2, timeout=30)
+        self.slots = [None, None]
+
+
+class FakeComm:
+    enabled = True
+
+    def __init__(self, ranks, rank):
+        self.ranks, self.rank, self.is_main = ranks, rank, rank == 0
+
+    def all_gather_object(self, obj):
+        self.ranks.slots[self.rank] = obj
+        self.ranks.barrier.wait()
+        gathered = list(self.ranks.slots)
+        self.ranks.barrier.wait()
+        return gathered
+
+    def broadcast_object(self, obj):
+        return self.all_gather_object(obj)[0]
+
+
+def synchronize_both(randomizers):
+    import threading
+
+    ranks, errors = _Ranks(), []
+
+    def call(rank):
+        try:
+            randomizers[rank].synchronize(FakeComm(ranks, rank))
+        except Exception as err:  # pragma: no cover (reported below)
+            errors.append(err)
+            ranks.barrier.abort()
+
+    threads = [threading.Thread(target=call, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+
+def finish_boundary_episodes(randomizer, successes):
+    """Envs 0.. end boundary episodes at friction's upper bound with the given success values."""
+    ids = np.arange(len(successes))
+    randomizer.tags[ids] = HIGH
+    success = np.zeros(randomizer.env.num_envs)
+    success[ids] = successes
+    randomizer.on_episode_end(ids, {"success": success})
+
+
+def test_synchronize_records_every_rank_on_rank_0_and_gives_every_rank_its_ranges():
+    envs = [NavEnv(num_envs=2, nthread=1, seed=rank, randomization=ADR_FRICTION) for rank in (0, 1)]
+    rank0, rank1 = (env.randomizer for env in envs)
+    rank1.adr.ranges[0] = [0.7, 1.3]  # rank 1 starts out of step with rank 0
+    synchronize_both([rank0, rank1])  # at the start of training: deferral on, rank 0's ranges
+    assert rank1.adr.ranges.tolist() == [[1.0, 1.0]]
+    finish_boundary_episodes(rank0, [0.25])
+    finish_boundary_episodes(rank1, [0.5])
+    assert rank0.adr.queues == [[[], []]] and rank1.adr.queues == [[[], []]]  # waiting, not recorded
+    rank0.adr.queue_length = 3  # look at the queue before it decides
+    synchronize_both([rank0, rank1])
+    assert rank0.adr.queues == [[[], [0.25, 0.5]]]  # rank order
+    assert rank1.adr.queues == [[[], []]]  # only rank 0 keeps queues
+    finish_boundary_episodes(rank1, [1.0, 1.0])
+    synchronize_both([rank0, rank1])  # [0.25, 0.5, 1.0] fills the queue: mean 0.58, between the thresholds
+    assert rank0.adr.queues == [[[], [1.0]]] and rank0.adr.moves == 0
+    finish_boundary_episodes(rank1, [1.0, 1.0])
+    synchronize_both([rank0, rank1])  # [1.0, 1.0, 1.0]: the upper bound moves outward by delta
+    assert rank0.adr.ranges.tolist() == [[1.0, 1.25]] and rank0.adr.moves == 1
+    assert rank1.adr.ranges.tolist() == [[1.0, 1.25]] and rank1.adr.moves == 1
+
+
+class _SingleProcess:
+    enabled, is_main = False, True
+
+    def all_gather_object(self, obj):  # pragma: no cover (must not be called)
+        raise AssertionError("a single process exchanges nothing")
+
+    broadcast_object = all_gather_object
+
+
+def test_single_process_records_at_episode_end_and_synchronize_does_nothing():
+    env = NavEnv(num_envs=2, nthread=1, seed=0, randomization=ADR_FRICTION)
+    randomizer = env.randomizer
+    randomizer.synchronize(_SingleProcess())
+    finish_boundary_episodes(randomizer, [1.0])
+    assert randomizer.adr.queues == [[[], [1.0]]]  # recorded at once
+    finish_boundary_episodes(randomizer, [1.0])
+    assert randomizer.adr.ranges.tolist() == [[1.0, 1.25]] and randomizer.adr.queues == [[[], []]]
+
+
+def test_randomizer_state_round_trips_every_part():
+    env = NavEnv(num_envs=2, nthread=1, seed=0, randomization=ADR_FRICTION)
+    env.reset(seed=0)
+    randomizer = env.randomizer
+    finish_boundary_episodes(randomizer, [1.0])
+    randomizer.values[:] = 1.5
+    state = randomizer.state_dict()
+    other = NavEnv(num_envs=2, nthread=1, seed=7, randomization=ADR_FRICTION).randomizer
+    other.load_state_dict(state)
+    assert other.adr.queues == [[[], [1.0]]] and other.values.tolist() == [[1.5], [1.5]]
+    assert other.rng.bit_generator.state == randomizer.rng.bit_generator.state
+    assert other.adr.rng.bit_generator.state == randomizer.adr.rng.bit_generator.state
+    np.testing.assert_array_equal(other.tags, randomizer.tags)
+    wrong = NavEnv(num_envs=3, nthread=1, seed=0, randomization=ADR_FRICTION).randomizer
+    with pytest.raises(ValueError, match=r"randomizer state 'values' has shape \(2, 1\), this env's is \(3, 1\)"):
+        wrong.load_state_dict(state)

@@ -24,7 +24,8 @@ NAV = ROOT / "configs" / "nav.yaml"
 SMALL = ["env.num_envs=8", "runner.num_steps=8", "policy.actor_hidden=[16]", "policy.critic_hidden=[16]",
          "device=cpu", "env.nthread=1", "env.episode_seconds=1.0"]
 LSTM_ADR = ["env.task=robolearn/NavPO-v0", "policy.class=lstm", "policy.rnn_hidden=8", "policy.critic_obs=critic",
-            "randomization.adr.enabled=true", "randomization.adr.queue_length=2", "randomization.adr.t_low=0.0",
+            "env.episode_seconds=0.5", "randomization.adr.enabled=true", "randomization.adr.boundary_prob=1.0",
+            "randomization.adr.queue_length=2", "randomization.adr.t_low=0.0",
             "randomization.adr.t_high=0.5", "randomization.adr.objective=length",
             "randomization.params={mass: {target: body_mass, select: {bodies: [base]}, init_range: [1, 1],"
             " limits: [0.5, 2], delta: 0.1}, lat: {target: action_latency, op: set, type: int, init_range: [0, 0],"

@@ -3,12 +3,13 @@
 :class:`ArmTaskEnv` owns what the tasks share: the arm + gripper model (``arm.xml`` mounted in a
 scene), joint-delta position control, the observation terms, the object (size per env through a
 layout parameter), grasp detection from the finger-pad touch sensors and the episode metrics.
-A task module fills in its target sampling, its reward (a weighted sum of the small named term
-functions below) and its success condition.
+A task module fills in its target sampling, its reward terms (named functions of
+:mod:`robolearn.envs.rewards`, weighted by the core from ``env.rewards``) and its success condition.
 
 Actions (normalised to [-1, 1]): five arm joint position deltas (``delta_scale`` rad per control
 step at 1, added to a per-env joint target clipped to the actuator range) and one gripper command
-(-1 fully open, +1 closed). Observations (``policy``), all in the arm-base frame: joint positions
+(-1 fully open, +1 closed); a task without the gripper action (Push) holds the fingers closed and
+lists the gripper command in ``fixed_commands``. Observations (``policy``), all in the arm-base frame: joint positions
 and velocities, gripper opening and speed, end-effector pose (position + two rotation columns),
 object position, orientation and velocity relative to the gripper, target relative to the object
 (Reach: to the gripper), previous action. ``critic`` adds the pad contact forces, the grasp
@@ -17,7 +18,9 @@ appended by the core).
 
 Episode metrics: return, length, success, time_to_grasp (seconds to the first grasp, the episode's
 duration when it never grasped), max_lift (metres the object rose above its resting height),
-drops (the object lost from a grasp while lifted, or knocked off the table).
+drops (the object lost from a grasp while lifted, or knocked off the table), the reward terms' sums.
+A cube knocked off the table (its centre 5 cm below the table top, not in the gripper) ends the
+episode as a failure: it cannot be picked up from the floor.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import numpy as np
 from pydantic import Field, model_validator
 from robolearn.envs.arm.model import ARM_JOINTS, FINGER_OPEN, build_model
 from robolearn.envs.core import BatchedMujocoEnv
+from robolearn.envs.rewards import reward_action_rate, reward_joint_limit
 
-from robolearn.config import EnvConfig, RandomizationConfig, Range, StrictModel
+from robolearn.config import EnvConfig, Range, StrictModel
 
 TABLE_Z = 0.4  # table top height in the table-top scene, metres
 _PARK = np.array([-1.0, 0.0])  # where a task without an object leaves it (on the floor behind the arm)
+#: the gripper's robot command: finger travel, metres (0 closed, FINGER_OPEN open)
+GRIPPER_COMMAND = "gripper_finger_travel_m"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,12 +81,7 @@ class ArmTaskConfig(EnvConfig):
 
 
 # ---------------------------------------------------------------------------------------------
-# reward terms (unweighted; weights come from each task's config)
-
-
-def reward_reach(distance: np.ndarray, std: float) -> np.ndarray:
-    """Shaped closeness in [0, 1]: ``1 - tanh(distance / std)``."""
-    return 1.0 - np.tanh(distance / std)
+# grasp detection
 
 
 def grasp_indicator(pad_forces: np.ndarray, near_object: np.ndarray, threshold: float) -> np.ndarray:
@@ -88,32 +89,6 @@ def grasp_indicator(pad_forces: np.ndarray, near_object: np.ndarray, threshold: 
     and the object between the fingers (``near_object``), else 0."""
     touching = (pad_forces.sum(axis=-1) > threshold) & (pad_forces.min(axis=-1) > 0.0)
     return (touching & near_object).astype(np.float64)
-
-
-def reward_lift(height: np.ndarray, grasped: np.ndarray, lift_height: float) -> np.ndarray:
-    """Height of the object above its resting height, saturating at ``lift_height``, only while
-    grasped (a cube knocked upward earns nothing)."""
-    return grasped * np.clip(height / lift_height, 0.0, 1.0)
-
-
-def reward_place(distance: np.ndarray, std: float, gate: np.ndarray | float = 1.0) -> np.ndarray:
-    """Object-target closeness ``1 - tanh(distance / std)``, times ``gate`` (PickPlace: grasped)."""
-    return gate * (1.0 - np.tanh(distance / std))
-
-
-def reward_action_rate(action: np.ndarray, prev_action: np.ndarray) -> np.ndarray:
-    """Squared change of the normalised action since the previous step."""
-    return np.square(action - prev_action).sum(axis=-1)
-
-
-def reward_joint_limit(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, margin: float) -> np.ndarray:
-    """How far (rad) joints sit inside ``margin`` of their limits, summed over the joints."""
-    return (np.maximum(lo + margin - q, 0.0) + np.maximum(q - (hi - margin), 0.0)).sum(axis=-1)
-
-
-def reward_success(success: np.ndarray) -> np.ndarray:
-    """1 on the step the task's success condition is met."""
-    return success.astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,32 +103,20 @@ def to_frame(vec: np.ndarray, rot: np.ndarray) -> np.ndarray:
 class ArmTaskEnv(BatchedMujocoEnv):
     """Batched arm task on the shared core; subclasses set the scene and fill in the task hooks."""
 
-    episode_metrics = ("return", "length", "success", "time_to_grasp", "max_lift", "drops")
+    task_metrics = ("time_to_grasp", "max_lift", "drops")
     config_cls: type[ArmTaskConfig] = ArmTaskConfig
     scene = ("robolearn.envs.arm", "tabletop.xml")
     #: whether the task uses the object (Reach leaves it on the floor, out of the way)
     uses_object = True
-    #: Push: the fingers stay closed and the gripper action is ignored (scale 0), as a pusher
-    gripper_locked = False
+    #: whether the policy commands the gripper; Push holds the fingers closed (a pusher)
+    gripper_action = True
     #: home pose of the arm joints (gripper above the table centre, pointing down)
     home = np.array([0.0, 0.5, 1.7, 0.95, 0.0])
     table_z = TABLE_Z
 
-    def __init__(self, num_envs: int | None = None, config: ArmTaskConfig | dict | None = None,
-                 seed: int | None = None, render_mode: str | None = None,
-                 randomization: RandomizationConfig | dict | None = None, **overrides):
-        cfg = self.resolve_config(config, num_envs, overrides)
-        self.cfg = cfg
-        model = build_model(*self.scene)
-        frame_skip = max(1, int(round(1.0 / (cfg.control_hz * model.opt.timestep))))
-        max_steps = int(round(cfg.episode_seconds * cfg.control_hz))
-        names, scale, offset = self._action_spec()
-        super().__init__(model, cfg.num_envs, frame_skip, max_steps, self._obs_terms(),
-                         action_names=names, action_scale=scale, action_offset=offset,
-                         layout_params=self._layout_nominal(),
-                         randomization=RandomizationConfig.model_validate(randomization or {}),
-                         nthread=cfg.nthread, seed=seed, render_mode=render_mode)
-        n, m = self.num_envs, model
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        n, m, cfg = self.num_envs, self.model, self.cfg
         self._arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
         self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
         self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ("finger_l", "finger_r")])
@@ -198,13 +161,23 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.off_table = np.zeros(n, bool)
 
     # ------------------------------------------------------------------ spec
+    def _build_model(self) -> mujoco.MjModel:
+        return build_model(*self.scene)
+
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Names, scale and offset of the actions (robot command = action * scale + offset)."""
-        names = [f"{j}_delta_rad" for j in ARM_JOINTS] + ["gripper_finger_travel_m"]
-        grip = 0.0 if self.gripper_locked else FINGER_OPEN / 2
-        scale = np.array([self.cfg.delta_scale] * len(ARM_JOINTS) + [-grip])
-        offset = np.array([0.0] * len(ARM_JOINTS) + [grip])
-        return names, scale, offset
+        """Names, scale and offset of the actions (robot command = action * scale + offset): the
+        joint deltas, then (unless ``gripper_action`` is off) the finger travel, -1 open, +1 closed."""
+        names = [f"{j}_delta_rad" for j in ARM_JOINTS]
+        scale, offset = [self.cfg.delta_scale] * len(ARM_JOINTS), [0.0] * len(ARM_JOINTS)
+        if self.gripper_action:
+            names.append(GRIPPER_COMMAND)
+            scale.append(-FINGER_OPEN / 2)
+            offset.append(FINGER_OPEN / 2)
+        return names, np.array(scale), np.array(offset)
+
+    def _fixed_commands(self) -> dict[str, float]:
+        """Without the gripper action the fingers are held closed."""
+        return {} if self.gripper_action else {GRIPPER_COMMAND: 0.0}
 
     def _layout_nominal(self) -> dict[str, float]:
         """Layout parameters randomization may set per env: ``object_size`` scales the cube,
@@ -212,7 +185,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         return {"object_size": 1.0, "workspace": 1.0}
 
     def _obs_terms(self) -> dict[str, dict[str, int]]:
-        nj, na = len(ARM_JOINTS), self._action_spec()[0].__len__()
+        nj, na = len(ARM_JOINTS), len(self._action_spec()[0])
         policy = {"joint_pos": nj, "joint_vel": nj, "gripper": 2, "ee_pose": 9, "object_pos": 3,
                   "object_rot": 6, "object_vel": 3, "target": 3, "last_action": na}
         critic = {**policy, "contact_forces": 2, "grasped": 1, "object_size": 1, "object_position": 3,
@@ -259,7 +232,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         q = np.clip(q, self._ctrl_lo, self._ctrl_hi)
         qpos = self.qpos[ids]
         qpos[:, self._arm_qpos] = q
-        grip = 0.0 if self.gripper_locked else FINGER_OPEN
+        grip = FINGER_OPEN if self.gripper_action else self.fixed_commands[GRIPPER_COMMAND]
         qpos[:, self._finger_qpos] = grip
         self.qpos[ids] = qpos
         self.joint_target[ids] = q
@@ -343,7 +316,10 @@ class ArmTaskEnv(BatchedMujocoEnv):
     def _apply_arm_actions(self, actions: np.ndarray) -> None:
         self.joint_target = np.clip(self.joint_target + actions[:, :5] * self.cfg.delta_scale, self._ctrl_lo, self._ctrl_hi)
         self.ctrl[:, self._arm_act] = self.joint_target
-        self.ctrl[:, self._grip_act] = actions[:, 5] * self.action_scale[-1] + self.action_offset[-1]
+        if self.gripper_action:
+            self.ctrl[:, self._grip_act] = actions[:, 5] * self.action_scale[-1] + self.action_offset[-1]
+        else:
+            self.ctrl[:, self._grip_act] = self.fixed_commands[GRIPPER_COMMAND]
 
     def _apply_actions(self, actions: np.ndarray) -> None:
         self._apply_arm_actions(actions)
@@ -362,18 +338,19 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.grasp_step[first] = self.episode_step[first]
         self.max_lift = np.maximum(self.max_lift, lift)
         lost = self.lifted_grasp & ~grasped & (lift > 0.02)
-        fell = (obj[:, 2] < self.table_z - 0.05) & ~self.off_table & self.uses_object
+        fell = (obj[:, 2] < self.table_z - 0.05) & ~grasped & ~self.off_table & self.uses_object
         self.drops += lost | fell
         self.off_table |= fell
         self.lifted_grasp = grasped & (lift > 0.02)
         self.grasped = grasped
         return {"ee_obj": ee_obj, "lift": lift, "grasped": grasped.astype(np.float64), "forces": forces}
 
-    def _common_penalties(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _penalty_terms(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``action_rate`` and ``joint_limit`` terms every arm task has (updates the previous action)."""
         rate = reward_action_rate(actions, self.prev_action)
         self.prev_action = actions.astype(np.float64).copy()
         limit = reward_joint_limit(self.qpos[:, self._arm_qpos], self._jnt_lo, self._jnt_hi, 0.1)
-        return rate, limit
+        return {"action_rate": rate, "joint_limit": limit}
 
     def _held_success(self, within: np.ndarray) -> np.ndarray:
         """Success after ``hold_steps`` consecutive steps ``within`` the success radius (marks the
@@ -384,10 +361,11 @@ class ArmTaskEnv(BatchedMujocoEnv):
         return success
 
     def _terminated(self, success: np.ndarray) -> np.ndarray:
-        """Episode ends: success if ``terminate_on_success``, a cube knocked off the table always."""
+        """Episode ends: success if ``terminate_on_success``, a cube knocked off the table (below
+        the table top and not in the gripper) always."""
         return (success & self.cfg.terminate_on_success) | self.off_table
 
-    def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+    def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         steps = np.where(self.grasp_step[ids] >= 0, self.grasp_step[ids], self.max_episode_steps)
         return {"time_to_grasp": steps * self.control_dt, "max_lift": np.maximum(self.max_lift[ids], 0.0),
                 "drops": self.drops[ids].astype(np.float64)}

@@ -5,31 +5,23 @@ or, with probability ``table_target_prob``, on the table ``table_target_distance
 Success: the cube's centre within ``success_radius`` (3 cm) of the target for ``hold_steps``
 consecutive control steps (the episode runs on to its time limit; a cube knocked off the table ends
 it as a failure).
-Reward: reach (shaped gripper-cube distance), grasp indicator (finger-pad force sum above
-``grasp_force`` with the cube between the fingers), lift gated by the grasp, place (shaped
-cube-target distance, coarse and fine, gated by the grasp), success bonus, action-rate and
-joint-limit penalties.
+Reward terms (``PickPlaceRewards``): reach (shaped gripper-cube distance), grasp indicator
+(finger-pad force sum above ``grasp_force`` with the cube between the fingers), lift gated by the
+grasp, place (shaped cube-target distance, coarse and fine, gated by the grasp), success bonus,
+action-rate and joint-limit penalties.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
-from robolearn.envs.arm.base import (
-    ArmTaskConfig,
-    ArmTaskEnv,
-    Region,
-    grasp_indicator,
-    reward_lift,
-    reward_place,
-    reward_reach,
-    reward_success,
-)
-from robolearn.envs.arm.push import sample_table_target
+from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
+from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv, Region
+from robolearn.envs.arm.push import check_table_target_distance, sample_table_target
+from robolearn.envs.rewards import reward_grasp, reward_lift, reward_place, reward_reach, reward_success
 
-__all__ = ["PickPlaceConfig", "PickPlaceEnv", "default_config", "grasp_indicator"]
+__all__ = ["PickPlaceConfig", "PickPlaceEnv"]
 
 
 class PickPlaceRewards(StrictModel):
@@ -58,9 +50,12 @@ class PickPlaceConfig(ArmTaskConfig):
     place_fine_std: float = Field(0.02, gt=0.0)
     rewards: PickPlaceRewards = Field(default_factory=PickPlaceRewards)
 
-
-def default_config() -> PickPlaceConfig:
-    return PickPlaceConfig()
+    @model_validator(mode="after")
+    def _table_target_fits(self) -> "PickPlaceConfig":
+        if self.table_target_prob > 0:
+            check_table_target_distance(self.object_region, self.target_region, self.table_target_distance,
+                                        "table_target_distance")
+        return self
 
 
 class PickPlaceEnv(ArmTaskEnv):
@@ -73,21 +68,22 @@ class PickPlaceEnv(ArmTaskEnv):
         air[:, 2] += self.object_half[ids]
         on_table = self.np_random.random(ids.size) < self.cfg.table_target_prob
         if on_table.any():
-            air[on_table] = sample_table_target(self, ids[on_table], self.cfg.table_target_distance)
+            air[on_table] = sample_table_target(self, ids[on_table], self.cfg.table_target_distance,
+                                                 "table_target_distance")
         return air
 
-    def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _reward_and_termination(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         state = self._update_grasp()
-        rate, limit = self._common_penalties(actions)
+        cfg, grasped = self.cfg, state["grasped"]
         distance = np.linalg.norm(self.target - self.object_pos, axis=-1)
-        success = self._held_success(distance < self.cfg.success_radius)
-        grasped = state["grasped"]
-        w, cfg = self.cfg.rewards, self.cfg
-        reward = (w.reach * reward_reach(state["ee_obj"], cfg.reach_std)
-                  + w.grasp * grasped
-                  + w.lift * reward_lift(state["lift"], grasped, cfg.lift_height)
-                  + w.place * reward_place(distance, cfg.place_std, grasped)
-                  + w.place_fine * reward_place(distance, cfg.place_fine_std, grasped)
-                  + w.success * reward_success(success)
-                  + w.action_rate * rate + w.joint_limit * limit)
-        return reward, self._terminated(success)
+        success = self._held_success(distance < cfg.success_radius)
+        terms = {
+            "reach": reward_reach(state["ee_obj"], cfg.reach_std),
+            "grasp": reward_grasp(grasped),
+            "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
+            "place": reward_place(distance, cfg.place_std, grasped),
+            "place_fine": reward_place(distance, cfg.place_fine_std, grasped),
+            "success": reward_success(success),
+            **self._penalty_terms(actions),
+        }
+        return terms, self._terminated(success)

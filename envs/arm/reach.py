@@ -1,25 +1,21 @@
 """``robolearn/Reach-v0``: move the gripper to a random target above the table.
 
 Success: the gripper (the ``ee`` site between the finger pads) within ``success_radius`` (2 cm) of
-the target for ``hold_steps`` consecutive steps (the episode runs on to its time limit). The cube is not used (it rests on the floor behind the arm);
-the ``target`` observation term is the target relative to the gripper.
-Reward: reach (shaped gripper-target distance, a coarse and a fine scale), success bonus,
-action-rate and joint-limit penalties.
+the target for ``hold_steps`` consecutive steps (the episode runs on to its time limit). The cube
+is not used (it rests on the floor behind the arm); the ``target`` observation term is the target
+relative to the gripper.
+Reward terms (``ReachRewards``): reach (shaped gripper-target distance, a coarse and a fine
+scale), success bonus, action-rate and joint-limit penalties.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from pydantic import Field
-from robolearn.envs.arm.base import (
-    ArmTaskConfig,
-    ArmTaskEnv,
-    Region,
-    reward_reach,
-    reward_success,
-)
 
 from robolearn.config import Range, StrictModel
+from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv, Region
+from robolearn.envs.rewards import reward_reach, reward_success
 
 
 class ReachRewards(StrictModel):
@@ -42,10 +38,6 @@ class ReachConfig(ArmTaskConfig):
     rewards: ReachRewards = Field(default_factory=ReachRewards)
 
 
-def default_config() -> ReachConfig:
-    return ReachConfig()
-
-
 class ReachEnv(ArmTaskEnv):
     """Batched ``robolearn/Reach-v0`` (the gymnasium ``vector_entry_point``)."""
 
@@ -55,15 +47,15 @@ class ReachEnv(ArmTaskEnv):
     def _task_target_rel(self) -> np.ndarray:
         return self.target - self.ee_pos
 
-    def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        state = self._update_grasp()
-        rate, limit = self._common_penalties(actions)
+    def _reward_and_termination(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        self._update_grasp()  # grasp bookkeeping and the gripper velocity the observations use
+        cfg = self.cfg
         distance = np.linalg.norm(self.target - self.ee_pos, axis=-1)
-        success = self._held_success(distance < self.cfg.success_radius)
-        w, cfg = self.cfg.rewards, self.cfg
-        reward = (w.reach * reward_reach(distance, cfg.reach_std)
-                  + w.reach_fine * reward_reach(distance, cfg.reach_fine_std)
-                  + w.success * reward_success(success)
-                  + w.action_rate * rate + w.joint_limit * limit)
-        del state
-        return reward, self._terminated(success)
+        success = self._held_success(distance < cfg.success_radius)
+        terms = {
+            "reach": reward_reach(distance, cfg.reach_std),
+            "reach_fine": reward_reach(distance, cfg.reach_fine_std),
+            "success": reward_success(success),
+            **self._penalty_terms(actions),
+        }
+        return terms, self._terminated(success)

@@ -1,6 +1,6 @@
 """Differential-drive base: navigation tasks."""
 
-from robolearn.envs.diffdrive.nav import NavConfig, NavEnv, default_config
+from robolearn.envs.diffdrive.nav import NavConfig, NavEnv
 from robolearn.envs.diffdrive.nav_po import NavPOConfig, NavPOEnv
 from robolearn.envs.single import SingleEnvView
 
@@ -15,5 +15,4 @@ def make_nav_po_single(**kwargs) -> SingleEnvView:
     return SingleEnvView(NavPOEnv, **kwargs)
 
 
-__all__ = ["NavConfig", "NavEnv", "NavPOConfig", "NavPOEnv", "default_config", "make_nav_po_single",
-           "make_nav_single"]
+__all__ = ["NavConfig", "NavEnv", "NavPOConfig", "NavPOEnv", "make_nav_po_single", "make_nav_single"]

@@ -10,8 +10,9 @@ speed and yaw rate, a ring of lidar ranges (batched ray casting against walls an
 metres, clipped at the range), the previous action. ``critic`` adds the base pose and goal
 position in the arena frame.
 Actions: left and right wheel velocity in [-1, 1] x ``max_wheel_speed``.
-Reward: weighted sum of the terms below; reaching the goal ends the episode, the time limit
-truncates it. Episode metrics: return, length, success, SPL, collisions.
+Reward terms (``NavRewards``, weighted by ``env.rewards``): success, slack, progress, collision.
+Reaching the goal ends the episode, the time limit truncates it. Episode metrics: return, length,
+success, SPL, collisions, and each reward term's sum.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import mujoco
 import numpy as np
 from pydantic import Field, model_validator
 
-from robolearn.config import EnvConfig, IntRange, RandomizationConfig, Range, StrictModel
+from robolearn.config import EnvConfig, IntRange, Range, StrictModel
 from robolearn.envs.core import BatchedMujocoEnv
+from robolearn.envs.rewards import count_collisions, reward_collision, reward_progress, reward_slack, reward_success
+from robolearn.envs.sampling import first_valid, rejection_sample
 
 NUM_OBSTACLE_SLOTS = 8
 ROBOT_RADIUS = 0.2  # chassis radius 0.18 m plus a margin; used for clearance when sampling
@@ -35,7 +38,9 @@ _PARKED_Z = -5.0  # unused obstacle slots sit below the floor, out of reach of r
 
 
 class NavRewards(StrictModel):
-    """Weights of the reward terms (the term functions below are unweighted)."""
+    """Weights of the reward terms (term functions in :mod:`robolearn.envs.rewards`):
+    ``success`` on reaching the goal, ``slack`` every step, ``progress`` the decrease of the
+    distance to the goal, ``collision`` while the bumper presses on something."""
 
     success: float = 2.5
     slack: float = -0.01
@@ -63,6 +68,12 @@ class NavLidar(StrictModel):
     range: float = Field(3.0, gt=0.0)
 
 
+def start_goal_half_width(arena_size: float) -> float:
+    """Half side (metres) of the square start and goal positions are drawn from: the arena less
+    the robot's clearance and a margin. The config check and the sampler both use it."""
+    return arena_size / 2 - ROBOT_RADIUS - 0.05
+
+
 class NavConfig(EnvConfig):
     """``robolearn/Nav-v0`` settings (the ``env`` section of an experiment)."""
 
@@ -80,40 +91,17 @@ class NavConfig(EnvConfig):
 
     @model_validator(mode="after")
     def _geometry(self) -> "NavConfig":
-        half = self.arena_size / 2 - ROBOT_RADIUS
-        if self.goal_distance.lo <= 0:
-            raise ValueError(f"goal_distance must be positive, got [{self.goal_distance.lo}, {self.goal_distance.hi}]")
-        if self.goal_distance.lo > 2 * np.sqrt(2) * half:
-            raise ValueError(f"goal_distance.lo={self.goal_distance.lo} does not fit in a {self.arena_size} m arena")
+        lo, hi = self.goal_distance.lo, self.goal_distance.hi
+        if lo <= 0:
+            raise ValueError(f"goal_distance must be positive, got [{lo}, {hi}]")
+        if lo == hi:
+            raise ValueError(f"goal_distance=[{lo}, {hi}]: needs lo < hi (start-goal distances are drawn, never "
+                             f"exactly one value)")
+        longest = 2 * np.sqrt(2) * start_goal_half_width(self.arena_size)
+        if lo > longest:
+            raise ValueError(f"goal_distance.lo={lo} m does not fit in a {self.arena_size} m arena "
+                             f"(arena_size): the longest start-goal distance is {longest:.2f} m")
         return self
-
-
-def default_config() -> NavConfig:
-    return NavConfig()
-
-
-# ---------------------------------------------------------------------------------------------
-# reward terms (unweighted; weights come from config)
-
-
-def reward_success(reached: np.ndarray) -> np.ndarray:
-    """1 on the step the robot comes within the success radius of the goal."""
-    return reached.astype(np.float64)
-
-
-def reward_slack(num_envs: int) -> np.ndarray:
-    """1 every step (a negative weight makes the robot hurry)."""
-    return np.ones(num_envs)
-
-
-def reward_progress(prev_distance: np.ndarray, distance: np.ndarray) -> np.ndarray:
-    """Decrease of the distance to the goal over the step, metres."""
-    return prev_distance - distance
-
-
-def reward_collision(bumper_force: np.ndarray, threshold: float) -> np.ndarray:
-    """1 while the chassis presses against a wall or obstacle."""
-    return (bumper_force > threshold).astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,39 +114,18 @@ def yaw_of(quat: np.ndarray) -> np.ndarray:
     return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
-def _first_valid(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the first True per row of (n, k) and whether the row has one."""
-    return valid.argmax(axis=1), valid.any(axis=1)
-
-
 class NavEnv(BatchedMujocoEnv):
     """Batched ``robolearn/Nav-v0`` (the gymnasium ``vector_entry_point``)."""
 
-    episode_metrics = ("return", "length", "success", "spl", "collisions")
     config_cls: type[NavConfig] = NavConfig
+    task_metrics = ("spl", "collisions")
     # observations read qpos, qvel and the in-step bumper force; the lidar's ray casting computes
     # the kinematics it needs itself, so the step computes no forward stage after the last substep
     step_stage = mujoco.mjtStage.mjSTAGE_NONE
 
-    def __init__(self, num_envs: int | None = None, config: NavConfig | dict | None = None,
-                 seed: int | None = None, render_mode: str | None = None,
-                 randomization: RandomizationConfig | dict | None = None, **overrides):
-        cfg = self.resolve_config(config, num_envs, overrides)
-        self.cfg = cfg
-        xml = resources.files("robolearn.envs.diffdrive").joinpath("nav_arena.xml").read_text()
-        model = mujoco.MjModel.from_xml_string(xml)
-        self._size_arena(model, cfg.arena_size)
-        frame_skip = max(1, int(round(1.0 / (cfg.control_hz * model.opt.timestep))))
-        max_steps = int(round(cfg.episode_seconds * cfg.control_hz))
-        nray = cfg.lidar.rays
-        super().__init__(model, cfg.num_envs, frame_skip, max_steps, self._obs_terms(nray),
-                         action_names=["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"],
-                         action_scale=np.full(2, cfg.max_wheel_speed), action_offset=np.zeros(2),
-                         layout_params={"obstacle_count": cfg.obstacles.count.hi, "obstacle_size": 1.0,
-                                        "goal_distance": cfg.goal_distance.hi},
-                         randomization=RandomizationConfig.model_validate(randomization or {}),
-                         nthread=cfg.nthread, seed=seed, render_mode=render_mode)
-
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        model, nray = self.model, self.cfg.lidar.rays
         n = self.num_envs
         obstacle_names = [f"obstacle_{i}" for i in range(NUM_OBSTACLE_SLOTS)]
         self._obstacle_geoms = np.array([model.geom(name).id for name in obstacle_names])
@@ -189,11 +156,24 @@ class NavEnv(BatchedMujocoEnv):
         self._prev_xy = np.zeros((n, 2))
         self.lidar = np.zeros((n, nray))
 
-    @staticmethod
-    def _obs_terms(nray: int) -> dict[str, dict[str, int]]:
+    def _build_model(self) -> mujoco.MjModel:
+        xml = resources.files("robolearn.envs.diffdrive").joinpath("nav_arena.xml").read_text()
+        model = mujoco.MjModel.from_xml_string(xml)
+        self._size_arena(model, self.cfg.arena_size)
+        return model
+
+    def _obs_terms(self) -> dict[str, dict[str, int]]:
         """Observation groups: term name -> width."""
-        policy_terms = {"goal": 3, "velocity": 2, "lidar": nray, "last_action": 2}
+        policy_terms = {"goal": 3, "velocity": 2, "lidar": self.cfg.lidar.rays, "last_action": 2}
         return {"policy": policy_terms, "critic": {**policy_terms, "base_pose": 4, "goal_position": 2}}
+
+    def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        return (["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"], np.full(2, self.cfg.max_wheel_speed),
+                np.zeros(2))
+
+    def _layout_nominal(self) -> dict[str, float]:
+        cfg = self.cfg
+        return {"obstacle_count": cfg.obstacles.count.hi, "obstacle_size": 1.0, "goal_distance": cfg.goal_distance.hi}
 
     @staticmethod
     def _size_arena(model: mujoco.MjModel, arena_size: float) -> None:
@@ -211,21 +191,22 @@ class NavEnv(BatchedMujocoEnv):
     # ------------------------------------------------------------------ reset: layout sampling
     def _sample_start_goal(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Start and goal positions (k, 2) inside the arena, ``goal_distance`` apart (the upper end
-        per env from the ``goal_distance`` layout parameter)."""
-        rng, half, k = self.np_random, self.cfg.arena_size / 2 - ROBOT_RADIUS - 0.05, ids.size
+        per env from the ``goal_distance`` layout parameter), 32 candidate pairs per round."""
+        rng, half = self.np_random, start_goal_half_width(self.cfg.arena_size)
         hi = self.layout_params["goal_distance"][ids, None]
         lo = np.minimum(self.cfg.goal_distance.lo, hi)
-        start, goal = np.zeros((k, 2)), np.zeros((k, 2))
-        todo = np.arange(k)
-        while todo.size:
-            cand_s = rng.uniform(-half, half, (todo.size, 32, 2))
-            cand_g = rng.uniform(-half, half, (todo.size, 32, 2))
+
+        def draw(rows: np.ndarray):
+            cand_s = rng.uniform(-half, half, (rows.size, 32, 2))
+            cand_g = rng.uniform(-half, half, (rows.size, 32, 2))
             d = np.linalg.norm(cand_g - cand_s, axis=-1)
-            idx, ok = _first_valid((d >= lo[todo]) & (d <= hi[todo]))
-            rows = np.arange(todo.size)
-            start[todo[ok]] = cand_s[rows, idx][ok]
-            goal[todo[ok]] = cand_g[rows, idx][ok]
-            todo = todo[~ok]
+            return (cand_s, cand_g), (d >= lo[rows]) & (d <= hi[rows])
+
+        def failure(row: int, tries: int) -> str:
+            return (f"no start/goal pair {lo[row, 0]:g}-{hi[row, 0]:g} m apart fits in the {self.cfg.arena_size:g} m "
+                    f"arena after {tries} tries (env.goal_distance, env.arena_size, layout parameter goal_distance)")
+
+        start, goal = rejection_sample(ids.size, [(2,), (2,)], draw, failure)
         return start, goal
 
     def _sample_obstacles(self, ids: np.ndarray, start: np.ndarray, goal: np.ndarray):
@@ -257,7 +238,7 @@ class NavEnv(BatchedMujocoEnv):
             if j:
                 gaps = np.linalg.norm(cand[:, :, None] - xy[:, None, :j], axis=-1) - radius[:, None, :j] - r[..., None]
                 valid &= np.all((gaps >= cfg.gap) | (radius[:, None, :j] == 0), axis=-1)
-            idx, ok = _first_valid(valid)
+            idx, ok = first_valid(valid)
             xy[ok, j] = cand[np.flatnonzero(ok), idx[ok]]
             radius[ok, j] = bound[ok, j]
         return xy, size, yaw, radius
@@ -318,27 +299,21 @@ class NavEnv(BatchedMujocoEnv):
     def _apply_actions(self, actions: np.ndarray) -> None:
         self.ctrl[:] = actions * self.action_scale + self.action_offset
 
-    def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _reward_and_termination(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         xy = self.qpos[:, 0:2]
-        prev_distance = self.distance
         distance = np.linalg.norm(self.goal - xy, axis=-1)
         reached = distance < self.cfg.success_radius
         collision = reward_collision(self.sensordata[:, self._bumper], self.cfg.collision_force)
-        w = self.cfg.rewards
-        reward = (w.success * reward_success(reached)
-                  + w.slack * reward_slack(self.num_envs)
-                  + w.progress * reward_progress(prev_distance, distance)
-                  + w.collision * collision)
-        touching = collision > 0
-        self.collisions += touching & ~self.in_collision
-        self.in_collision = touching
+        terms = {"success": reward_success(reached), "slack": reward_slack(self.num_envs),
+                 "progress": reward_progress(self.distance, distance), "collision": collision}
+        count_collisions(collision > 0, self.in_collision, self.collisions)
         self.path_length += np.linalg.norm(xy - self._prev_xy, axis=-1)
         self._prev_xy[:] = xy
         self.distance = distance
         self.episode_success |= reached
-        return reward, reached
+        return terms, reached
 
-    def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+    def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         shortest = self.start_distance[ids]  # straight line: a lower bound of the shortest path
         spl = self.episode_success[ids] * shortest / np.maximum(self.path_length[ids], shortest)
         return {"spl": spl, "collisions": self.collisions[ids].astype(np.float64)}

@@ -60,8 +60,9 @@ class NavPOEnv(NavEnv):
         # commanded actions, newest first: slot j holds the action of j steps ago
         self.action_history = np.zeros((n, self.cfg.action_latency.hi + 1, self.single_action_space.shape[0]))
 
-    def _obs_terms(self, nray: int) -> dict[str, dict[str, int]]:
-        nav = NavEnv._obs_terms(nray)["critic"]
+    def _obs_terms(self) -> dict[str, dict[str, int]]:
+        nray = self.cfg.lidar.rays
+        nav = super()._obs_terms()["critic"]
         policy_terms = {"goal": 3, "lidar": nray}
         if self.cfg.observe_last_action:
             policy_terms["last_action"] = 2

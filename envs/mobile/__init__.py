@@ -1,10 +1,6 @@
 """Mobile manipulator: the differential-drive base carrying the arm (robolearn/MobilePick-v0)."""
 
-from robolearn.envs.mobile.mobile_pick import (
-    MobilePickConfig,
-    MobilePickEnv,
-    default_config,
-)
+from robolearn.envs.mobile.mobile_pick import MobilePickConfig, MobilePickEnv
 from robolearn.envs.single import SingleEnvView
 
 
@@ -13,4 +9,4 @@ def make_mobile_pick_single(**kwargs) -> SingleEnvView:
     return SingleEnvView(MobilePickEnv, **kwargs)
 
 
-__all__ = ["MobilePickConfig", "MobilePickEnv", "default_config", "make_mobile_pick_single"]
+__all__ = ["MobilePickConfig", "MobilePickEnv", "make_mobile_pick_single"]

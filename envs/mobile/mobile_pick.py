@@ -4,36 +4,41 @@ The mobile manipulator (the differential-drive base of Nav-v0, enlarged, carryin
 starts at a random pose in a walled 4 m x 4 m arena; a table with the cube on it and a drop zone
 on the floor are placed at random, ``table_distance`` and ``zone_distance`` away.
 Success: the cube held in the gripper with its centre over the drop zone (within ``zone_radius`` in
-the floor plane) for ``hold_steps`` consecutive steps (a cube knocked off the table toward the zone
-is a drop, not a delivery: it ends the episode); the zone never overlaps the table. The episode
-runs on to its time limit.
+the floor plane) for ``hold_steps`` consecutive steps; the zone never overlaps the table. The
+episode runs on to its time limit, except that a cube off the table (its centre more than 5 cm
+below the table top while not in the gripper: knocked or dropped to the floor, from where the arm
+cannot pick it up) ends it at once as a failure, counted as a drop.
 
 Actions: left and right wheel velocity (``max_wheel_speed`` rad/s at 1), then the arm's joint
 deltas and gripper command as in the table-top tasks. Observations: the arm terms in the arm-base
 frame (the ``target`` term is the drop zone relative to the cube), plus the base's forward speed
 and yaw rate and the table's centre in the base frame; ``critic`` adds the base pose and bumper
-force. Reward: the navigation terms of DESIGN section 2 (decrease of the distance from the arm
-mount to the cube, velocity toward it), then the pick terms (reach, grasp, lift gated by the
-grasp), then carrying (decrease of the cube-zone distance and shaped closeness, gated by the
-grasp), success bonus, action-rate, joint-limit and collision penalties.
+force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN section 2 (decrease
+of the distance from the arm mount to the cube, velocity toward it, both until the cube is
+grasped), then the pick terms (reach, grasp, lift gated by the grasp), then carrying (decrease of
+the cube-zone distance and shaped closeness, gated by the grasp), success bonus, action-rate,
+joint-limit and collision penalties.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from pydantic import Field, model_validator
-from robolearn.envs.arm.base import (
-    ArmTaskConfig,
-    ArmTaskEnv,
+from robolearn.config import Range, StrictModel
+from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv
+from robolearn.envs.diffdrive.nav import yaw_of
+from robolearn.envs.rewards import (
+    count_collisions,
+    reward_collision,
+    reward_grasp,
     reward_lift,
     reward_place,
+    reward_progress,
     reward_reach,
     reward_success,
+    reward_velocity_toward,
 )
-from robolearn.envs.arm.model import ARM_JOINTS, FINGER_OPEN
-from robolearn.envs.diffdrive.nav import reward_collision, yaw_of
-
-from robolearn.config import Range, StrictModel
+from robolearn.envs.sampling import rejection_sample
 
 ROBOT_RADIUS = 0.3
 TABLE_HALF = 0.25
@@ -96,16 +101,12 @@ class MobilePickConfig(ArmTaskConfig):
         return self
 
 
-def default_config() -> MobilePickConfig:
-    return MobilePickConfig()
-
-
 class MobilePickEnv(ArmTaskEnv):
     """Batched ``robolearn/MobilePick-v0`` (the gymnasium ``vector_entry_point``)."""
 
     config_cls = MobilePickConfig
     scene = ("robolearn.envs.mobile", "mobile_arena.xml")
-    episode_metrics = ArmTaskEnv.episode_metrics + ("collisions",)
+    task_metrics = ArmTaskEnv.task_metrics + ("collisions",)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -161,29 +162,27 @@ class MobilePickEnv(ArmTaskEnv):
         zone_hi = np.clip(lp["zone_distance"][ids, None], closest_zone(cfg.zone_radius), MAX_LAYOUT_DISTANCE)
         zone_lo = np.minimum(cfg.zone_distance.lo, zone_hi)
         bearing = lp["zone_bearing"][ids, None]
-        start, table, zone = np.zeros((k, 2)), np.zeros((k, 2)), np.zeros((k, 2))
-        todo = np.arange(k)
-        for _ in range(1000):
-            if not todo.size:
-                return start, table, zone
-            c = todo.size
+
+        def draw(rows: np.ndarray):
+            c = rows.size
             t = rng.uniform(-1, 1, (c, 32, 2)) * (half - TABLE_HALF - 0.6)  # room to drive around the table
             start_bearing = rng.uniform(-np.pi, np.pi, (c, 32))
-            zone_bearing = start_bearing + rng.uniform(-1.0, 1.0, (c, 32)) * bearing[todo]
-            s = t + _polar(rng.uniform(start_lo[todo], start_hi[todo], (c, 32)), start_bearing)
-            z = t + _polar(rng.uniform(zone_lo[todo], zone_hi[todo], (c, 32)), zone_bearing)
+            zone_bearing = start_bearing + rng.uniform(-1.0, 1.0, (c, 32)) * bearing[rows]
+            s = t + _polar(rng.uniform(start_lo[rows], start_hi[rows], (c, 32)), start_bearing)
+            z = t + _polar(rng.uniform(zone_lo[rows], zone_hi[rows], (c, 32)), zone_bearing)
             clear = np.linalg.norm(np.maximum(np.abs(s - t) - TABLE_HALF, 0.0), axis=-1) >= ROBOT_RADIUS - 1e-9
             ok = (clear & (np.abs(s) <= half - ROBOT_RADIUS - 0.05).all(-1)
                   & (np.abs(z) <= half - cfg.zone_radius - 0.1).all(-1)
                   & (np.linalg.norm(z - s, axis=-1) > 0.3))
-            idx, good = ok.argmax(axis=1), ok.any(axis=1)
-            rows = np.arange(c)
-            start[todo[good]] = s[rows, idx][good]
-            table[todo[good]] = t[rows, idx][good]
-            zone[todo[good]] = z[rows, idx][good]
-            todo = todo[~good]
-        raise RuntimeError(f"no MobilePick layout fits a {cfg.arena_size} m arena with table_distance "
-                           f"{start_hi[todo[0], 0]:.2f} m and zone_distance {zone_hi[todo[0], 0]:.2f} m")
+            return (s, t, z), ok
+
+        def failure(row: int, tries: int) -> str:
+            return (f"no MobilePick layout fits a {cfg.arena_size:g} m arena with table_distance "
+                    f"{start_hi[row, 0]:.2f} m and zone_distance {zone_hi[row, 0]:.2f} m after {tries} tries "
+                    f"(env.arena_size, env.table_distance, env.zone_distance, env.zone_radius, layout parameters)")
+
+        start, table, zone = rejection_sample(k, [(2,), (2,), (2,)], draw, failure)
+        return start, table, zone
 
     def _reset_robot(self, ids: np.ndarray) -> None:
         k = ids.size
@@ -242,40 +241,34 @@ class MobilePickEnv(ArmTaskEnv):
         self.ctrl[:, self._wheel_act] = actions[:, :2] * self.cfg.max_wheel_speed
         self._apply_arm_actions(actions[:, 2:])
 
-    def _evaluate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _reward_and_termination(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         state = self._update_grasp()
-        rate, limit = self._common_penalties(actions)
-        cfg, w = self.cfg, self.cfg.rewards
-        grasped = state["grasped"]
-        # navigation: toward the cube until it is grasped
-        nav = self._nav_distance()
-        nav_progress = (self.nav_distance - nav) * (1.0 - grasped)
-        self.nav_distance = nav
-        to_cube = self.object_pos[:, :2] - self.qpos[:, self._base_qpos:self._base_qpos + 2]
-        to_cube /= np.maximum(np.linalg.norm(to_cube, axis=-1, keepdims=True), 1e-6)
-        velocity = (self.qvel[:, self._base_dof:self._base_dof + 2] * to_cube).sum(-1) * (1.0 - grasped)
-        # carrying: cube toward the drop zone while grasped
-        carry = np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1)
-        carry_progress = (self.carry_distance - carry) * grasped
-        self.carry_distance = carry
+        cfg, grasped = self.cfg, state["grasped"]
+        nav = self._nav_distance()  # navigation: toward the cube until it is grasped
+        carry = np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1)  # then the cube to the zone
         success = self._held_success((carry < cfg.zone_radius) & self.grasped)
-        bumper = self.sensordata[:, self._bumper]
-        collision = reward_collision(bumper, cfg.collision_force)
-        touching = collision > 0
-        self.collisions += touching & ~self.in_collision
-        self.in_collision = touching
-        reward = (w.nav_progress * nav_progress + w.nav_velocity * velocity
-                  + w.reach * reward_reach(state["ee_obj"], cfg.reach_std)
-                  + w.grasp * grasped
-                  + w.lift * reward_lift(state["lift"], grasped, cfg.lift_height)
-                  + w.carry_progress * carry_progress
-                  + w.carry * reward_place(carry, cfg.carry_std, grasped)
-                  + w.success * reward_success(success)
-                  + w.action_rate * rate + w.joint_limit * limit + w.collision * collision)
-        return reward, success & cfg.terminate_on_success
+        base_xy = self.qpos[:, self._base_qpos:self._base_qpos + 2]
+        base_velocity = self.qvel[:, self._base_dof:self._base_dof + 2]
+        collision = reward_collision(self.sensordata[:, self._bumper], cfg.collision_force)
+        terms = {
+            "nav_progress": reward_progress(self.nav_distance, nav, 1.0 - grasped),
+            "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2], 1.0 - grasped),
+            "reach": reward_reach(state["ee_obj"], cfg.reach_std),
+            "grasp": reward_grasp(grasped),
+            "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
+            "carry_progress": reward_progress(self.carry_distance, carry, grasped),
+            "carry": reward_place(carry, cfg.carry_std, grasped),
+            "success": reward_success(success),
+            **self._penalty_terms(actions),
+            "collision": collision,
+        }
+        count_collisions(collision > 0, self.in_collision, self.collisions)
+        self.nav_distance = nav
+        self.carry_distance = carry
+        return terms, self._terminated(success)
 
-    def _episode_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        return {**super()._episode_info(ids), "collisions": self.collisions[ids].astype(np.float64)}
+    def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        return {**super()._task_metrics(ids), "collisions": self.collisions[ids].astype(np.float64)}
 
     def _observe(self) -> dict[str, np.ndarray]:
         terms = super()._observe()
@@ -295,4 +288,4 @@ def _polar(radius: np.ndarray, angle: np.ndarray) -> np.ndarray:
     return radius[..., None] * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
 
 
-__all__ = ["ARM_JOINTS", "FINGER_OPEN", "MobilePickConfig", "MobilePickEnv", "default_config"]
+__all__ = ["MobilePickConfig", "MobilePickEnv"]
