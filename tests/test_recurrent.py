@@ -246,7 +246,7 @@ def test_bad_policy_class_is_a_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("policy: {class: transformer}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: policy.class: unknown policy class 'transformer' "
-                                          r"\(registered: gru, lstm, mlp\)"):
+                                          r"\(registered: gru, lstm, mlp"):
         load_config(path)
     with pytest.raises(ConfigError, match=r"policy.rnn_hidden: unknown key"):  # an mlp has no memory
         validate_config({"policy": {"rnn_hidden": 64}, **BUDGET})
