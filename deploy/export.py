@@ -43,8 +43,9 @@ from robolearn.deploy.contract import (CONTRACT_FILE, FORMAT, METADATA_KEY, ONNX
                                        ContractError, dumps, io_names, validate)
 from robolearn.deploy.integrity import append_metadata, graph_sha256
 from robolearn.deploy.parity import Backend, DeployedActorPolicy, contract_state, rollout_parity, torch_backend
-from robolearn.models import Policy
+from robolearn.distributed import torch_threads
 from robolearn.files import FileWriteError, write_atomic
+from robolearn.models import Policy
 
 TORCHSCRIPT_FILE = "policy.pt"
 EXPORT_DIR = "export"
@@ -141,7 +142,7 @@ def export_policy(policy: Policy | nn.Module, env, out_dir: str | Path, *, task:
     example = _example_inputs(policy, batch=2)
     backends: dict[str, Backend] = {}
     models: dict[str, bytes] = {}
-    with _one_torch_thread():
+    with torch_threads(1):  # a batch of 4: more threads gain nothing, and collapse on a busy machine
         if "onnx" in formats:
             models[ONNX_FILE] = to_onnx(policy, example).SerializeToString()
             backends["onnxruntime"] = _onnxruntime_backend(models[ONNX_FILE], inputs)
@@ -296,18 +297,6 @@ def _check_interface(policy: nn.Module, env) -> None:
 def _onnxruntime_backend(model_bytes: bytes, inputs: list[str]) -> Backend:
     session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     return lambda *arrays: session.run(None, dict(zip(inputs, arrays)))
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread: a policy at batch 4 gains nothing from more, and on a busy
-    2-core machine torch's thread pool made each small call ~100x slower (measured: 55 ms vs 0.3 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

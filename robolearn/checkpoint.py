@@ -118,11 +118,13 @@ def _first_line(err: Exception) -> str:
 
 
 def _migrate_format_1(state: dict[str, Any]) -> None:
-    """Format 1 kept the rollout length in ``algorithm.num_steps`` and no per-rank run state."""
+    """Format 1 kept the rollout length in ``algorithm.num_steps``, had a ``runner.eval_episodes``
+    key nothing read, and no per-rank run state."""
     config = state["config"]
     num_steps = config.get("algorithm", {}).pop("num_steps", None)
     if num_steps is not None:
         config.setdefault("runner", {})["num_steps"] = num_steps
+    config.get("runner", {}).pop("eval_episodes", None)
     state.setdefault("ranks", [])
 
 

@@ -30,9 +30,10 @@ Backend: ``gloo`` on CPU, ``nccl`` on CUDA (``runner.dist_backend: auto``). On C
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +60,24 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def resolve_threads(threads: int, cpus: int) -> int:
+    """A configured torch thread count: ``0`` means half of ``cpus`` (at least 1)."""
+    return threads if threads > 0 else max(1, cpus // 2)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block on ``threads`` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    if threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads != previous:
+            torch.set_num_threads(previous)
 
 
 def launched_by_torchrun() -> bool:

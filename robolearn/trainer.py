@@ -6,6 +6,13 @@ Kubernetes and systemd send) finishes the current iteration, saves a checkpoint 
 second one stops at once. A non-finite loss, parameter or observation stops training with
 :class:`TrainingDiverged`, leaving the last good checkpoint as it was.
 
+Threads (CPU): rollouts run the policy on ``runner.rollout_threads`` torch threads (1: its batch
+is small, and a second intra-op thread only spin-waits on the core the physics threads need), the
+update on ``runner.update_threads`` (0: half of this process's CPUs). torch's OpenMP threads wait
+for each other at every operation's end, so when another process takes a core, a thread that is
+descheduled stalls the rest: leaving cores free keeps training going on a busy machine
+(``bench/contention.py``).
+
 A checkpoint holds what the next iteration needs (:mod:`robolearn.checkpoint`), including every
 env's simulation and episode in progress and the observation the next rollout starts from, so a
 run split by ``--resume`` continues bit for bit as if it had not stopped (on CPU).
@@ -34,7 +41,8 @@ from robolearn.algorithms import ALGORITHMS
 from robolearn.checkpoint import (CHECKPOINT_DIR, LATEST, CheckpointError, check_resumable, checkpoint_config,
                                   load_checkpoint, load_policy_state, run_layout, save_checkpoint, to_numpy)
 from robolearn.config import Config
-from robolearn.distributed import Distributed, merge_episode_lists, resolve_device
+from robolearn.distributed import (Distributed, cpu_count, merge_episode_lists, resolve_device, resolve_threads,
+                                  torch_threads)
 from robolearn.envs import make_env
 from robolearn.envs.core import finished_episodes
 from robolearn.logger import MetricsLogger, ProgressDisplay
@@ -87,11 +95,7 @@ class Trainer:
         self.device = self.dist.device
         self.seed = config.seed + self.dist.rank  # each rank its own envs and action noise
         seed_everything(self.seed)
-        env_config = config.env
-        share = self.dist.configure_threads()  # several ranks on one CPU node: split the cores
-        if share is not None and env_config.nthread == 0:
-            env_config = env_config.model_copy(update={"nthread": share})
-        self.env = make_env(env_config, seed=self.seed, randomization=config.randomization)
+        self.env = self._build_env()
         self.torch_env = TorchEnv(self.env, self.device)
         self.obs_dims = {group: layout.size for group, layout in self.env.obs_layout.items()}
         self.action_dim = self.env.single_action_space.shape[0]
@@ -134,6 +138,18 @@ class Trainer:
         self._stop_signal: int | None = None  # this process was asked to stop
         self._stop_agreed = False  # some rank was asked to stop (known to all ranks after an iteration)
         self._signal_at = 0.0
+
+    def _build_env(self):
+        """The batched env, and the thread counts: with several ranks on one CPU node each gets its
+        share of the cores (torch and physics threads)."""
+        env_config = self.config.env
+        share = self.dist.configure_threads()
+        if share is not None and env_config.nthread == 0:
+            env_config = env_config.model_copy(update={"nthread": share})
+        runner = self.config.runner
+        self.rollout_threads = resolve_threads(runner.rollout_threads, share or cpu_count())
+        self.update_threads = resolve_threads(runner.update_threads, share or cpu_count())
+        return make_env(env_config, seed=self.seed, randomization=self.config.randomization)
 
     # ------------------------------------------------------------------ budget
     def _fraction_done(self) -> float:
@@ -190,10 +206,12 @@ class Trainer:
         """One iteration: rollout, update, exchange with the other ranks, log, maybe checkpoint."""
         r = self.config.runner
         start = time.perf_counter()
-        episodes = self._collect()
+        with torch_threads(self.rollout_threads):
+            episodes = self._collect()
         collect_s = time.perf_counter() - start
         try:
-            stats = self.algorithm.update(self.storage)
+            with torch_threads(self.update_threads):
+                stats = self.algorithm.update(self.storage)
         except FloatingPointError as err:
             raise TrainingDiverged(self._diverged_message(str(err))) from None
         self.iteration += 1

@@ -133,6 +133,11 @@ def test_cli_train_then_eval_json_and_video(tmp_path):
     ok, frame = capture.read()
     assert ok and frame.shape == (480, 480, 3) and frames >= 1 and frame.std() > 5
 
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = robolearn("eval", str(run), "--episodes", "1", "--num-envs", "1", "--video", str(blocker / "out.mp4"))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "cannot write the video here" in out.stderr
+
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
@@ -224,3 +229,20 @@ def test_a_randomization_error_names_the_file_or_override(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith(f"robolearn: config error: override {params!r}: randomization.params.m.select.bodies:")
     assert not (tmp_path / "r").exists()  # nothing was claimed
+
+
+def test_rollouts_and_updates_run_on_their_configured_threads(tmp_path, monkeypatch):
+    """The policy runs rollouts on runner.rollout_threads torch threads (1) and the update on
+    runner.update_threads (0: half of the CPUs); the process's own count is restored after each."""
+    from robolearn.distributed import resolve_threads
+
+    assert (resolve_threads(0, 2), resolve_threads(0, 16), resolve_threads(0, 1), resolve_threads(3, 2)) == (1, 8, 1, 3)
+    trainer = Trainer(small_config("runner.max_iterations=1", "runner.update_threads=2"), tmp_path)
+    seen = {}
+    collect, update = trainer._collect, trainer.algorithm.update
+    monkeypatch.setattr(trainer, "_collect", lambda: (seen.setdefault("collect", torch.get_num_threads()), collect())[1])
+    monkeypatch.setattr(trainer.algorithm, "update",
+                        lambda storage: (seen.setdefault("update", torch.get_num_threads()), update(storage))[1])
+    before = torch.get_num_threads()
+    trainer.learn()
+    assert seen == {"collect": 1, "update": 2} and torch.get_num_threads() == before

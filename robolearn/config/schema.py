@@ -181,12 +181,15 @@ class RunnerConfig(StrictModel):
     """Training loop: rollout length, budget (at least one key), logging and checkpoints."""
 
     num_steps: int = Field(24, gt=0, description="rollout length per env and iteration")
+    rollout_threads: int = Field(1, ge=0, description="torch threads running the policy in rollouts on CPU "
+                                 "(0: half of the CPUs)")
+    update_threads: int = Field(0, ge=0, description="torch threads of the update on CPU (0: half of the CPUs, "
+                                "leaving room for other work; a descheduled thread stalls the rest)")
     max_iterations: int | None = Field(None, gt=0)
     max_env_steps: int | None = Field(None, gt=0)
     max_seconds: float | None = Field(None, gt=0)
     log_interval: int = Field(1, gt=0)
     checkpoint_interval: int = Field(50, gt=0)
-    eval_episodes: int = Field(0, ge=0)
     # distributed training (torchrun / --nproc; ignored by a single process)
     dist_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="auto: nccl on CUDA, gloo on CPU")
@@ -200,8 +203,9 @@ class RunnerConfig(StrictModel):
         return self
 
     #: keys a resumed run may change (everything else is the run's and must stay as it was)
-    RESUMABLE: ClassVar[tuple[str, ...]] = ("max_iterations", "max_env_steps", "max_seconds", "log_interval", "checkpoint_interval",
-                 "eval_episodes", "dist_backend", "sync_check_interval")
+    RESUMABLE: ClassVar[tuple[str, ...]] = (
+        "max_iterations", "max_env_steps", "max_seconds", "log_interval", "checkpoint_interval", "dist_backend",
+        "sync_check_interval", "rollout_threads", "update_threads")
 
 
 RANDOMIZATION_TARGETS = {
