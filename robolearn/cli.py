@@ -149,7 +149,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     env_config = config.env.model_copy(update={"num_envs": num_envs})
     seed = args.seed if args.seed is not None else config.seed + 10_000  # layouts unseen in training
     randomization = eval_randomization(args.randomization, config, state)
-    env = make_env(env_config, seed=seed, randomization=randomization)
+    try:
+        env = make_env(env_config, seed=seed, randomization=randomization)
+    except ConfigError as err:  # a ranges file naming what the model lacks: name the file
+        where = args.randomization if args.randomization not in ("nominal", "train") else state["path"]
+        raise ConfigError(f"{where}: {err}") from None
     if args.policy:
         policy = _exported_policy(args, env, config.env.task)
     try:

@@ -219,6 +219,7 @@ def test_adr_is_logged_checkpointed_and_resumed(tmp_path):
     bad.write_text("params: {m: {target: body_mass, select: {bodies: [chassis]}, init_range: [2, 2]}}\n")
     out = robolearn("eval", str(tmp_path / "run"), "--episodes", "2", "--randomization", str(bad))
     assert out.returncode == 2 and "'chassis' matches no body" in out.stderr and out.stderr.count("\n") == 1
+    assert out.stderr.startswith(f"robolearn: config error: {bad}: randomization.params.m.select.bodies:")
 
 
 def test_a_randomization_error_names_the_file_or_override(tmp_path):
