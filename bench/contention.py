@@ -10,7 +10,7 @@ the iterations after the first), in three conditions:
 
 and with two thread settings, measured in the same rounds so that drifts in machine speed hit both:
 
-  defaults  robolearn's defaults (``runner.rollout_threads`` / ``runner.update_threads``)
+  defaults  robolearn's defaults (``trainer.rollout_threads`` / ``trainer.update_threads``)
   before    the settings before the fix: torch's default, a thread per CPU, in both phases
 
 Prints steps/s (median over ``--rounds``) and each condition as a share of the same settings alone.
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {"alone": None, "busy": 0, "nice19": 19}  # niceness of the competing busy loop
 CPUS = len(os.sched_getaffinity(0))
 #: the settings before the fix: torch's default, every CPU, in both phases
-SETTINGS = {"defaults": [], "before": [f"runner.rollout_threads={CPUS}", f"runner.update_threads={CPUS}"]}
+SETTINGS = {"defaults": [], "before": [f"trainer.rollout_threads={CPUS}", f"trainer.update_threads={CPUS}"]}
 
 
 def steps_per_second(config: Path, seconds: float, overrides: list[str], nice: int | None) -> float:
@@ -47,8 +47,8 @@ def steps_per_second(config: Path, seconds: float, overrides: list[str], nice: i
         time.sleep(0.5)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            command = [sys.executable, "-m", "robolearn", "train", str(config), f"runner.max_seconds={seconds}",
-                       "runner.max_env_steps=null", "runner.max_iterations=null", "runner.checkpoint_interval=100000",
+            command = [sys.executable, "-m", "robolearn", "train", str(config), f"trainer.max_seconds={seconds}",
+                       "trainer.max_env_steps=null", "trainer.max_iterations=null", "trainer.checkpoint_interval=100000",
                        "device=cpu", *overrides, "--run-dir", f"{tmp}/run"]
             result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             if result.returncode != 0:

@@ -74,7 +74,7 @@ class ZeroCostEnv:
 # --- robolearn ----------------------------------------------------------------------------------
 
 class RobolearnLearner:
-    """robolearn's model, PPO and storage, driven the way its runner drives them."""
+    """robolearn's model, PPO and storage, driven the way its trainer drives them."""
 
     def __init__(self, num_envs: int) -> None:
         self.env = ZeroCostEnv(num_envs)

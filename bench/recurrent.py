@@ -53,7 +53,7 @@ RNN_HIDDEN = 256
 
 def train(config_name: str, seconds: float, run_dir: Path):
     config = load_config(ROOT / "configs" / config_name,
-                         [f"runner.max_seconds={seconds}", "runner.max_env_steps=null", "device=cpu"])
+                         [f"trainer.max_seconds={seconds}", "trainer.max_env_steps=null", "device=cpu"])
     trainer = Trainer(config, run_dir, progress=ProgressDisplay(log_interval=50))
     trainer.learn()
     return trainer.policy.eval(), config, trainer.env_steps / trainer.wall_s

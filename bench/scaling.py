@@ -33,7 +33,7 @@ CONFIG = ROOT / "configs" / "nav.yaml"
 def train(num_envs: int, ranks: int, seconds: float, run_dir: Path) -> dict:
     """One training run; steps/s and samples per iteration from its metrics.csv."""
     command = [sys.executable, "-m", "robolearn", "train", str(CONFIG), f"env.num_envs={num_envs}",
-               f"runner.max_seconds={seconds}", "runner.max_env_steps=1000000000", "runner.checkpoint_interval=100000",
+               f"trainer.max_seconds={seconds}", "trainer.max_env_steps=1000000000", "trainer.checkpoint_interval=100000",
                "device=cpu", "--run-dir", str(run_dir)]
     if ranks > 1:
         command += ["--nproc", str(ranks)]

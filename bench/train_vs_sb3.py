@@ -35,7 +35,7 @@ EVAL_SEED = 12345
 
 
 def train_robolearn(seconds: float, run_dir: Path):
-    config = load_config(ROOT / "configs" / "nav.yaml", [f"runner.max_seconds={seconds}", "runner.max_env_steps=null",
+    config = load_config(ROOT / "configs" / "nav.yaml", [f"trainer.max_seconds={seconds}", "trainer.max_env_steps=null",
                                                         "device=cpu"])
     trainer = Trainer(config, run_dir, progress=ProgressDisplay(log_interval=50))
     start = time.perf_counter()

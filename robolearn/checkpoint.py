@@ -118,13 +118,15 @@ def _first_line(err: Exception) -> str:
 
 
 def _migrate_format_1(state: dict[str, Any]) -> None:
-    """Format 1 kept the rollout length in ``algorithm.num_steps``, had a ``runner.eval_episodes``
-    key nothing read, and no per-rank run state."""
+    """Format 1 kept the rollout length in ``algorithm.num_steps``, called the trainer's section
+    ``runner`` (with an ``eval_episodes`` key nothing read), and had no per-rank run state."""
     config = state["config"]
+    trainer = config.pop("runner", None) or config.setdefault("trainer", {})
+    trainer.pop("eval_episodes", None)
     num_steps = config.get("algorithm", {}).pop("num_steps", None)
     if num_steps is not None:
-        config.setdefault("runner", {})["num_steps"] = num_steps
-    config.get("runner", {}).pop("eval_episodes", None)
+        trainer["num_steps"] = num_steps
+    config["trainer"] = trainer
     state.setdefault("ranks", [])
 
 
@@ -163,8 +165,8 @@ def run_layout(task: str, obs_layout: dict, action_names: list[str], policy_clas
 
 def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any]) -> None:
     """Refuse (one line naming what differs) to resume ``state`` with another task, observation or
-    action layout, policy architecture, or any setting a resumed run cannot change: only the runner
-    keys of ``RunnerConfig.RESUMABLE``, ``device`` and ``env.nthread`` may differ."""
+    action layout, policy architecture, or any setting a resumed run cannot change: only the trainer
+    keys of ``TrainerConfig.RESUMABLE``, ``device`` and ``env.nthread`` may differ."""
     where = f"--resume {state['path']}"
     saved = state.get("layout")
     if saved is not None:
@@ -173,12 +175,12 @@ def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any
             if saved[key] != layout[key]:
                 raise CheckpointError(f"{where}: the checkpoint's {what} is {_short(saved[key])}, this config's is "
                                       f"{_short(layout[key])}; start a new run instead")
-    allowed = {f"runner.{key}" for key in type(config.runner).RESUMABLE} | {"device", "env.nthread", "experiment"}
+    allowed = {f"trainer.{key}" for key in type(config.trainer).RESUMABLE} | {"device", "env.nthread", "experiment"}
     old, new = _flatten(state["config"]), _flatten(config.to_dict())
     for key in sorted(set(old) | set(new)):
         if key not in allowed and old.get(key, "<unset>") != new.get(key, "<unset>"):
             raise CheckpointError(f"{where}: {key} is {old.get(key, '<unset>')!r} in the run, {new.get(key, '<unset>')!r} "
-                                  f"here; a resumed run keeps its settings (only runner budgets and intervals, device "
+                                  f"here; a resumed run keeps its settings (only trainer budgets and intervals, device "
                                   f"and env.nthread may change): start a new run to change it")
 
 

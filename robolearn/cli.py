@@ -53,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.nproc > 1:
             return _launch_torchrun(args, config)
     try:
-        dist = Distributed.from_env(config.device, config.runner.dist_backend)
+        dist = Distributed.from_env(config.device, config.trainer.dist_backend)
     except DistributedError as err:
         raise CommandError(str(err)) from None
     try:
@@ -100,12 +100,12 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:
 
     try:
         device = resolve_device(config.device)
-        backend = choose_backend(config.runner.dist_backend, device)
+        backend = choose_backend(config.trainer.dist_backend, device)
     except DistributedError as err:
         raise CommandError(str(err)) from None
     if backend == "nccl" and torch.cuda.device_count() < args.nproc:
         raise CommandError(f"--nproc {args.nproc}: nccl needs one GPU per rank, this machine has "
-                           f"{torch.cuda.device_count()} (lower --nproc, or runner.dist_backend=gloo)")
+                           f"{torch.cuda.device_count()} (lower --nproc, or trainer.dist_backend=gloo)")
     argv = ["train", str(args.config), *args.overrides]
     if args.resume:
         argv += ["--resume", str(args.resume)]
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a policy (PPO) from an experiment config")
     p.add_argument("config", help="experiment YAML file, e.g. configs/nav.yaml")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. env.num_envs=64 runner.max_iterations=100")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. env.num_envs=64 trainer.max_iterations=100")
     p.add_argument("--run-dir", type=Path, help="run directory (default runs/<experiment>/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR|CHECKPOINT", help="continue a run from its last (or this) checkpoint")
     p.add_argument("--nproc", type=_positive_int, metavar="K",

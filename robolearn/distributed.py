@@ -13,7 +13,7 @@ in lock-step through collectives, and the parameters stay bit-identical:
   all-reduces): every rank ends with the statistics of the concatenated data;
 * episode metrics and ADR boundary results are gathered once per iteration; rank 0 owns the ADR
   state, records every rank's results in rank order and broadcasts the new ranges;
-* every ``runner.sync_check_interval`` iterations the flat parameters, normaliser buffers and
+* every ``trainer.sync_check_interval`` iterations the flat parameters, normaliser buffers and
   learning rate are compared with rank 0's bit for bit; any difference is :class:`RanksDiverged`.
 
 Why not ``DistributedDataParallel``: DDP synchronises gradients through hooks armed by its own
@@ -23,7 +23,7 @@ dispatcher. The learner's networks are small (10^4-10^6 parameters), so one flat
 minibatch costs little and DDP's bucketing/overlap would gain nothing; the explicit all-reduce also
 carries the KL in the same message.
 
-Backend: ``gloo`` on CPU, ``nccl`` on CUDA (``runner.dist_backend: auto``). On CUDA each rank uses
+Backend: ``gloo`` on CPU, ``nccl`` on CUDA (``trainer.dist_backend: auto``). On CUDA each rank uses
 ``cuda:LOCAL_RANK``. On CPU each rank gets ``cpus // LOCAL_WORLD_SIZE`` torch threads and, when
 ``env.nthread`` is 0, as many physics threads: ranks that each try to use every core collapse.
 """
@@ -100,14 +100,14 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 def choose_backend(backend: str, device: torch.device) -> str:
     """``auto``: nccl for a CUDA device, gloo for CPU. ``nccl`` without CUDA is an error."""
     if backend not in BACKENDS:
-        raise DistributedError(f"runner.dist_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise DistributedError(f"trainer.dist_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         return "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
-        raise DistributedError("runner.dist_backend: nccl needs CUDA, but the training device is cpu "
+        raise DistributedError("trainer.dist_backend: nccl needs CUDA, but the training device is cpu "
                                "(use dist_backend=auto or gloo, or device=cuda on a GPU machine)")
     if backend == "nccl" and not dist.is_nccl_available():
-        raise DistributedError("runner.dist_backend: nccl is not available in this torch build (use gloo)")
+        raise DistributedError("trainer.dist_backend: nccl is not available in this torch build (use gloo)")
     return backend
 
 

@@ -2,7 +2,7 @@
 
 :class:`TorchEnv` puts a numpy batched env (``robolearn.envs``) behind torch tensors on the
 training device: one copy per step each way (pinned and packed on CUDA), nothing else leaves the
-device. :func:`collect_rollout` is the loop the runner (and the learner benchmark) uses; it makes
+device. :func:`collect_rollout` is the loop the trainer (and the learner benchmark) uses; it makes
 no host sync of its own.
 """
 

@@ -6,9 +6,9 @@ Kubernetes and systemd send) finishes the current iteration, saves a checkpoint 
 second one stops at once. A non-finite loss, parameter or observation stops training with
 :class:`TrainingDiverged`, leaving the last good checkpoint as it was.
 
-Threads (CPU): rollouts run the policy on ``runner.rollout_threads`` torch threads (1: its batch
+Threads (CPU): rollouts run the policy on ``trainer.rollout_threads`` torch threads (1: its batch
 is small, and a second intra-op thread only spin-waits on the core the physics threads need), the
-update on ``runner.update_threads`` (0: half of this process's CPUs). torch's OpenMP threads wait
+update on ``trainer.update_threads`` (0: half of this process's CPUs). torch's OpenMP threads wait
 for each other at every operation's end, so when another process takes a core, a thread that is
 descheduled stalls the rest: leaving cores free keeps training going on a busy machine
 (``bench/contention.py``).
@@ -104,13 +104,13 @@ class Trainer:
                                                            **config.algorithm.algorithm_kwargs())
         #: envs over all ranks: the samples of an iteration are num_steps * total_envs
         self.total_envs = self.dist.sum_int(self.env.num_envs)
-        self.num_steps = config.runner.num_steps
+        self.num_steps = config.trainer.num_steps
         state_shape = self.policy.initial_state(self.env.num_envs).shape
         self.storage = RolloutStorage(self.num_steps, self.env.num_envs, self.obs_dims, self.action_dim,
                                       state_shape, self.device)
         if not self.dist.is_main:
-            progress = ProgressDisplay(config.runner.log_interval, stream=_Quiet())
-        self.progress = progress or ProgressDisplay(config.runner.log_interval)
+            progress = ProgressDisplay(config.trainer.log_interval, stream=_Quiet())
+        self.progress = progress or ProgressDisplay(config.trainer.log_interval)
         self.layout = run_layout(config.env.task, self.env.obs_layout, self.env.action_names, config.policy.class_)
 
         self.iteration = 0
@@ -146,14 +146,14 @@ class Trainer:
         share = self.dist.configure_threads()
         if share is not None and env_config.nthread == 0:
             env_config = env_config.model_copy(update={"nthread": share})
-        runner = self.config.runner
-        self.rollout_threads = resolve_threads(runner.rollout_threads, share or cpu_count())
-        self.update_threads = resolve_threads(runner.update_threads, share or cpu_count())
+        settings = self.config.trainer
+        self.rollout_threads = resolve_threads(settings.rollout_threads, share or cpu_count())
+        self.update_threads = resolve_threads(settings.update_threads, share or cpu_count())
         return make_env(env_config, seed=self.seed, randomization=self.config.randomization)
 
     # ------------------------------------------------------------------ budget
     def _fraction_done(self) -> float:
-        r = self.config.runner
+        r = self.config.trainer
         fractions = [0.0]
         if r.max_iterations:
             fractions.append(self.iteration / r.max_iterations)
@@ -164,7 +164,7 @@ class Trainer:
         return min(max(fractions), 1.0)
 
     def _budget_reached(self) -> bool:
-        r = self.config.runner
+        r = self.config.trainer
         return bool((r.max_iterations and self.iteration >= r.max_iterations)
                     or (r.max_env_steps and self.env_steps >= r.max_env_steps)
                     or (r.max_seconds and self.wall_s >= r.max_seconds))
@@ -174,7 +174,7 @@ class Trainer:
         """Train until a budget key is reached (or a stop signal); returns the final checkpoint."""
         if self._budget_reached():
             self.progress.message(f"nothing to do: the budget is reached at iteration {self.iteration} (raise "
-                                  f"runner.max_iterations, max_env_steps or max_seconds to train on)")
+                                  f"trainer.max_iterations, max_env_steps or max_seconds to train on)")
             return self.last_checkpoint
         self._open_logs()
         if self.obs is None:
@@ -204,7 +204,7 @@ class Trainer:
 
     def _iterate(self) -> None:
         """One iteration: rollout, update, exchange with the other ranks, log, maybe checkpoint."""
-        r = self.config.runner
+        r = self.config.trainer
         start = time.perf_counter()
         with torch_threads(self.rollout_threads):
             episodes = self._collect()

@@ -35,35 +35,35 @@ def main(out: Path, config_path: str) -> None:
     # 2. two iterations of PPO on Nav with ADR; only rank 1 evaluates ADR boundaries
     config = load_config(config_path)
     run_dir = out / ("run" if rank == 0 else f"run_rank{rank}")  # rank 1 must not create its directory
-    runner = Trainer(config, run_dir, dist=dist)
-    adr = runner.env.randomizer.adr
+    trainer = Trainer(config, run_dir, dist=dist)
+    adr = trainer.env.randomizer.adr
     adr.boundary_prob = 1.0 if rank == 1 else 0.0
     recorded = []
     if rank == 0:
         record = adr.record
         adr.record = lambda tags, perf: (recorded.append(len(tags)), record(tags, perf))
-    normalizer = runner.policy.obs_normalizers["policy"]
+    normalizer = trainer.policy.obs_normalizers["policy"]
     seen, update = [], normalizer.update
     normalizer.update = lambda x, reduce=None: (seen.append(x.reshape(-1, x.shape[-1]).clone()), update(x, reduce))
-    runner.learn()
+    trainer.learn()
     normalizer.update = update
     results["normalizer_inputs"] = torch.cat(seen)
     results["normalizer"] = {k: v.clone() for k, v in normalizer.state_dict().items()}
-    results["params"] = {k: v.clone() for k, v in runner.policy.state_dict().items()}
-    results["lr"] = runner.algorithm.lr
+    results["params"] = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    results["lr"] = trainer.algorithm.lr
     results["adr"] = {"ranges": adr.ranges.copy(), "moves": adr.moves, "recorded": recorded,
                       "queues": [[len(q) for q in pair] for pair in adr.queues]}
-    results["env_steps"] = runner.env_steps
+    results["env_steps"] = trainer.env_steps
     results["rng_after_training"] = torch.get_rng_state()
 
     # 3. a rank whose parameters drift is caught, on every rank
-    param = next(runner.policy.parameters())
+    param = next(trainer.policy.parameters())
     saved = param.detach().clone()
     if rank == 1:
         with torch.no_grad():
             param.add_(1e-6)
     try:
-        dist.check_identical(runner.policy, 99)
+        dist.check_identical(trainer.policy, 99)
         results["divergence"] = None
     except RanksDiverged as err:
         results["divergence"] = str(err)
@@ -71,7 +71,7 @@ def main(out: Path, config_path: str) -> None:
         param.copy_(saved)
 
     # 4. resume the distributed run: every rank loads rank 0's checkpoint, each its own RNG streams
-    more = config.model_copy(update={"runner": config.runner.model_copy(update={"max_iterations": 3})})
+    more = config.model_copy(update={"trainer": config.trainer.model_copy(update={"max_iterations": 3})})
     resumed = Trainer.from_checkpoint(out / "run", config=more, run_dir=run_dir, dist=dist)
     results["rng_on_resume"] = torch.get_rng_state()
     results["resumed_iteration"] = resumed.iteration

@@ -28,12 +28,12 @@ def test_bundled_default_loads():
 
 def test_overrides_are_yaml_scalars():
     cfg = load_config(NAV, ["env.num_envs=64", "algorithm.lr=3e-4", "env.lidar.rays=24",
-                            "env.goal_distance=[2, 4]", "runner.max_seconds=null"])
+                            "env.goal_distance=[2, 4]", "trainer.max_seconds=null"])
     assert cfg.env.num_envs == 64
     assert cfg.algorithm.lr == pytest.approx(3e-4) and isinstance(cfg.algorithm.lr, float)
     assert cfg.env.lidar.rays == 24
     assert cfg.env.goal_distance.as_tuple() == (2.0, 4.0)
-    assert cfg.runner.max_seconds is None
+    assert cfg.trainer.max_seconds is None
 
 
 @pytest.mark.parametrize("text, key", [
@@ -42,7 +42,7 @@ def test_overrides_are_yaml_scalars():
     ("env: {num_envs: -3}\n", "env.num_envs"),
     ("env: {goal_distance: [4, 2]}\n", "env.goal_distance: lo > hi"),
     ("env: {lidar: {rays: 0}}\n", "env.lidar.rays"),
-    ("runner: {max_iterations: 0}\n", "runner.max_iterations"),
+    ("trainer: {max_iterations: 0}\n", "trainer.max_iterations"),
     ("device: tpu\n", "device"),
     ("env: {task: robolearn/Nope-v0}\n", "env.task: unknown task"),
     ("surprise: 1\n", "surprise: unknown key"),
@@ -102,10 +102,10 @@ def test_parse_override():
     ("env.num_envs='8'", "env.num_envs", "valid integer (got '8')"),
     ("randomization.params={f: {target: joint_damping, select: {joints: []}, init_range: [1, 1]}}",
      "randomization.params.f.select", "joints: an empty selection randomizes nothing"),
-    ("runner.max_env_steps=null", "runner", "no training budget"),
+    ("trainer.max_env_steps=null", "trainer", "no training budget"),
 ])
 def test_values_that_would_pass_silently_are_errors(override, key, problem):
-    overrides = [override] if override != "runner.max_env_steps=null" else [override, "runner.max_seconds=null"]
+    overrides = [override] if override != "trainer.max_env_steps=null" else [override, "trainer.max_seconds=null"]
     with pytest.raises(ConfigError) as info:
         load_config(NAV, overrides)
     message = str(info.value)
@@ -114,7 +114,7 @@ def test_values_that_would_pass_silently_are_errors(override, key, problem):
 
 
 def test_duplicate_yaml_keys_are_errors(tmp_path):
-    path = write(tmp_path, "env:\n  num_envs: 8\n  num_envs: 16\nrunner: {max_iterations: 1}\n")
+    path = write(tmp_path, "env:\n  num_envs: 8\n  num_envs: 16\ntrainer: {max_iterations: 1}\n")
     with pytest.raises(ConfigError, match=r"exp.yaml: invalid YAML at line 3: duplicate key 'num_envs'"):
         load_config(path)
     with pytest.raises(ConfigError, match="override 'env.lidar={rays: 8, rays: 9}'"):
@@ -130,7 +130,7 @@ def test_a_repeated_override_blames_the_one_that_counts():
 
 def test_misspelt_keys_suggest_the_right_one():
     for override, suggestion in (("env.numenvs=3", "num_envs"), ("algorithm.gama=0.9", "gamma"),
-                                 ("runer.max_iterations=3", "runner"), ("env.lidar.rayz=3", "rays"),
+                                 ("trainr.max_iterations=3", "trainer"), ("env.lidar.rayz=3", "rays"),
                                  ("randomization.params.x.selct={}", None)):
         with pytest.raises(ConfigError) as info:
             load_config(NAV, [override])
@@ -145,3 +145,8 @@ def test_config_command_rejects_a_config_without_budget(tmp_path):
 
     path = write(tmp_path, "env: {num_envs: 8}\n")
     assert main(["config", str(path)]) == 2
+
+
+def test_the_old_runner_section_name_says_what_it_is_now(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp.yaml: runner: the section is called trainer now"):
+        load_config(write(tmp_path, "runner: {max_iterations: 1}\n"))

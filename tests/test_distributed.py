@@ -31,7 +31,7 @@ def two_ranks(tmp_path_factory):
     config["env"].update(num_envs=NUM_ENVS, nthread=0, episode_seconds=0.5)  # 10-step episodes
     config["policy"].update(actor_hidden=[32, 32], critic_hidden=[32, 32])
     config["device"] = "cpu"
-    config["runner"] = {"num_steps": NUM_STEPS, "max_iterations": 2, "sync_check_interval": 1}
+    config["trainer"] = {"num_steps": NUM_STEPS, "max_iterations": 2, "sync_check_interval": 1}
     config["randomization"] = {
         # every full queue moves its bound outward (success 0 >= t_high 0)
         "adr": {"enabled": True, "boundary_prob": 0.5, "queue_length": 2, "t_low": -1.0, "t_high": 0.0},
@@ -149,10 +149,10 @@ def test_nproc_bad_input_is_one_line(capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
         cli.main(["train", str(NAV), "--nproc", "0"])
     assert info.value.code == 2 and "--nproc: must be positive, got 0" in capsys.readouterr().err
-    assert cli.main(["train", str(NAV), "--nproc", "2", "device=cpu", "runner.dist_backend=nccl"]) == 1
+    assert cli.main(["train", str(NAV), "--nproc", "2", "device=cpu", "trainer.dist_backend=nccl"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nccl needs CUDA" in err
-    assert cli.main(["train", str(NAV), "--nproc", "2", "runner.dist_backend=mpi"]) == 2
+    assert cli.main(["train", str(NAV), "--nproc", "2", "trainer.dist_backend=mpi"]) == 2
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")

@@ -186,7 +186,7 @@ def robolearn(*args, cwd=ROOT):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    out = robolearn("train", "configs/nav.yaml", "env.num_envs=16", "runner.num_steps=16", "runner.max_iterations=2",
+    out = robolearn("train", "configs/nav.yaml", "env.num_envs=16", "trainer.num_steps=16", "trainer.max_iterations=2",
                     "device=cpu", "policy.actor_hidden=[32,32]", "env.episode_seconds=5", "--run-dir", str(run))
     assert out.returncode == 0, out.stderr
     return run
@@ -211,7 +211,7 @@ def test_cli_export_then_eval_through_the_exported_policy(run_dir):
 
 def test_cli_exports_and_evaluates_a_recurrent_run(tmp_path):
     run = tmp_path / "run"
-    out = robolearn("train", "configs/nav.yaml", "env.num_envs=8", "runner.num_steps=8", "runner.max_iterations=1",
+    out = robolearn("train", "configs/nav.yaml", "env.num_envs=8", "trainer.num_steps=8", "trainer.max_iterations=1",
                     "device=cpu", "policy.class=gru", "policy.rnn_hidden=16", "policy.actor_hidden=[16]",
                     "policy.critic_hidden=[16]", "env.episode_seconds=5", "--run-dir", str(run))
     assert out.returncode == 0, out.stderr

@@ -15,8 +15,8 @@ from robolearn.envs import list_tasks, make_env
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: the smallest training run that writes a checkpoint; every override of the test lives here
-TINY_RUN = ["device=cpu", "env.num_envs=4", "env.nthread=1", "runner.max_iterations=1",
-            "runner.num_steps=8", "policy.actor_hidden=[8]", "policy.critic_hidden=[8]"]
+TINY_RUN = ["device=cpu", "env.num_envs=4", "env.nthread=1", "trainer.max_iterations=1",
+            "trainer.num_steps=8", "policy.actor_hidden=[8]", "policy.critic_hidden=[8]"]
 TINY_RECURRENT = ["policy.rnn_hidden=8", "policy.encoder_hidden=[]"]
 # policy.pt is TorchScript, which torch deprecates (it is still what LibTorch controllers load)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

@@ -132,7 +132,7 @@ def test_a_registered_policy_trains_evaluates_and_resumes_without_touching_a_cal
     from robolearn.trainer import Trainer
 
     overrides = ["policy.class=previous_obs", "policy.actor_hidden=[16]", "policy.critic_hidden=[16]",
-                 "policy.previous_weight=0.5", "env.num_envs=8", "runner.num_steps=8", "runner.max_iterations=2",
+                 "policy.previous_weight=0.5", "env.num_envs=8", "trainer.num_steps=8", "trainer.max_iterations=2",
                  "device=cpu", "env.nthread=1", "env.episode_seconds=1.0"]
     config = load_config(ROOT / "configs" / "nav.yaml", overrides)
     assert config.policy.previous_weight == 0.5
@@ -143,7 +143,7 @@ def test_a_registered_policy_trains_evaluates_and_resumes_without_touching_a_cal
                           episodes=2)
     assert result["episodes"] == 2
     resumed = Trainer.from_checkpoint(tmp_path / "run", config=load_config(
-        ROOT / "configs" / "nav.yaml", [*overrides[:-3], "runner.max_iterations=3", *overrides[-2:]]))
+        ROOT / "configs" / "nav.yaml", [*overrides[:-3], "trainer.max_iterations=3", *overrides[-2:]]))
     torch.testing.assert_close(resumed.policy_state, trainer.policy_state, atol=0, rtol=0)
     resumed.learn()
     assert resumed.iteration == 3

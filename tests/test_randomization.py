@@ -160,7 +160,7 @@ def test_bad_parameters_name_the_key(tmp_path, param, message):
     path = tmp_path / "exp.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump({"runner": {"max_iterations": 1}, "randomization": {"params": {"bad": param}}}))
+    path.write_text(yaml.safe_dump({"trainer": {"max_iterations": 1}, "randomization": {"params": {"bad": param}}}))
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path)
     assert f"{path}: randomization.params.bad" in str(info.value)

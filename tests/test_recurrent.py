@@ -11,7 +11,7 @@ from robolearn.models import RecurrentActorCritic, Trajectories
 from robolearn.rollout import EnvStep, collect_rollout
 from robolearn.storage import RolloutStorage
 
-BUDGET = {"runner": {"max_iterations": 1}}
+BUDGET = {"trainer": {"max_iterations": 1}}
 
 OBS_DIMS = {"policy": 5, "critic": 7}
 ACTION_DIM = 2
@@ -240,7 +240,7 @@ def test_seeded_short_lstm_run_improves(algorithm_class):
     assert last > first + 0.5 and last > -0.6, (first, last)
 
 
-# --- config and runner ---------------------------------------------------------------------------
+# --- config and trainer --------------------------------------------------------------------------
 
 def test_bad_policy_class_is_a_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
@@ -263,7 +263,7 @@ def test_trainer_trains_a_recurrent_policy_on_navpo(tmp_path, policy_class, algo
 
     overrides = [f"policy.class={policy_class}", "policy.rnn_hidden=16", "policy.actor_hidden=[16]",
                  "policy.critic_hidden=[16]", f"algorithm.name={algorithm}", "env.num_envs=8",
-                 "env.episode_seconds=1.0", "runner.num_steps=16", "runner.max_iterations=3", "device=cpu"]
+                 "env.episode_seconds=1.0", "trainer.num_steps=16", "trainer.max_iterations=3", "device=cpu"]
     if algorithm == "a2c":
         overrides += ["algorithm.num_epochs=5", "algorithm.num_minibatches=4", "algorithm.lr_schedule=adaptive",
                       "algorithm.desired_kl=0.01"]  # the defaults: allowed

@@ -21,7 +21,7 @@ from robolearn.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = ROOT / "configs" / "nav.yaml"
-SMALL = ["env.num_envs=8", "runner.num_steps=8", "policy.actor_hidden=[16]", "policy.critic_hidden=[16]",
+SMALL = ["env.num_envs=8", "trainer.num_steps=8", "policy.actor_hidden=[16]", "policy.critic_hidden=[16]",
          "device=cpu", "env.nthread=1", "env.episode_seconds=1.0"]
 LSTM_ADR = ["env.task=robolearn/NavPO-v0", "policy.class=lstm", "policy.rnn_hidden=8", "policy.critic_obs=critic",
             "env.episode_seconds=0.5", "randomization.adr.enabled=true", "randomization.adr.boundary_prob=1.0",
@@ -50,15 +50,15 @@ def metrics(run: Path) -> list[dict[str, str]]:
 
 def test_fresh_training_refuses_a_directory_that_holds_a_run(tmp_path):
     run = tmp_path / "run"
-    assert robolearn("train", str(NAV), *SMALL, "runner.max_iterations=1", "--run-dir", str(run)).returncode == 0
+    assert robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=1", "--run-dir", str(run)).returncode == 0
     before = (run / "checkpoints" / "last.pt").read_bytes(), (run / "metrics.csv").read_text()
-    out = robolearn("train", str(NAV), *SMALL, "runner.max_iterations=2", "--run-dir", str(run))
+    out = robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=2", "--run-dir", str(run))
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert "already holds a run" in out.stderr and f"--resume {run}" in out.stderr
     assert ((run / "checkpoints" / "last.pt").read_bytes(), (run / "metrics.csv").read_text()) == before
     file = tmp_path / "a_file"
     file.write_text("x")
-    out = robolearn("train", str(NAV), *SMALL, "runner.max_iterations=1", "--run-dir", str(file))
+    out = robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=1", "--run-dir", str(file))
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "is not a directory" in out.stderr
 
 
@@ -80,10 +80,10 @@ def test_split_and_resume_equals_the_uninterrupted_run(tmp_path, extra):
     """4 iterations in one go and 2 + --resume 2 give the same parameters, optimiser, ADR state and
     logged rows, bit for bit: episodes in progress, observations, policy state and every random
     stream continue across the checkpoint."""
-    whole = Trainer(config(*extra, "runner.max_iterations=4"), tmp_path / "whole")
+    whole = Trainer(config(*extra, "trainer.max_iterations=4"), tmp_path / "whole")
     whole.learn()
-    Trainer(config(*extra, "runner.max_iterations=2"), tmp_path / "split").learn()
-    resumed = Trainer.from_checkpoint(tmp_path / "split", config=config(*extra, "runner.max_iterations=4"))
+    Trainer(config(*extra, "trainer.max_iterations=2"), tmp_path / "split").learn()
+    resumed = Trainer.from_checkpoint(tmp_path / "split", config=config(*extra, "trainer.max_iterations=4"))
     resumed.learn()
     for (name, a), b in zip(whole.policy.state_dict().items(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b), name
@@ -99,23 +99,23 @@ def test_split_and_resume_equals_the_uninterrupted_run(tmp_path, extra):
 
 def test_resume_drops_rows_logged_after_the_checkpoint_and_stale_temp_files(tmp_path):
     run = tmp_path / "run"
-    Trainer(config("runner.max_iterations=2"), run).learn()
+    Trainer(config("trainer.max_iterations=2"), run).learn()
     # a crash after iteration 4 was logged but before its checkpoint: rows 3 and 4 and a temp file remain
     rows = (run / "metrics.csv").read_text().splitlines()
     (run / "metrics.csv").write_text("\n".join([*rows, rows[-1].replace("2,", "3,", 1), rows[-1].replace("2,", "4,", 1)])
                                      + "\n")
     stale = run / "checkpoints" / ".last.pt.abc123.tmp"
     stale.write_bytes(b"\0" * 1000)
-    Trainer.from_checkpoint(run, config=config("runner.max_iterations=3")).learn()
+    Trainer.from_checkpoint(run, config=config("trainer.max_iterations=3")).learn()
     assert [int(r["iteration"]) for r in metrics(run)] == [1, 2, 3]
     assert not stale.exists()
 
 
 def test_resume_with_nothing_left_to_do_writes_nothing(tmp_path):
     run = tmp_path / "run"
-    Trainer(config("runner.max_iterations=2"), run).learn()
+    Trainer(config("trainer.max_iterations=2"), run).learn()
     files = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    trainer = Trainer.from_checkpoint(run, config=config("runner.max_iterations=2"))
+    trainer = Trainer.from_checkpoint(run, config=config("trainer.max_iterations=2"))
     assert trainer.learn() == run / "checkpoints" / "last.pt"
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == files
 
@@ -124,7 +124,7 @@ def test_resume_with_nothing_left_to_do_writes_nothing(tmp_path):
 
 def test_resume_refuses_another_task_network_or_setting_in_one_line(tmp_path):
     run = tmp_path / "run"
-    assert robolearn("train", str(NAV), *SMALL, "runner.max_iterations=1", "--run-dir", str(run)).returncode == 0
+    assert robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=1", "--run-dir", str(run)).returncode == 0
     recorded = (run / "config.yaml").read_text()
     cases = [
         (["env.task=robolearn/NavPO-v0"], "the checkpoint's task is 'robolearn/Nav-v0', this config's is "
@@ -136,13 +136,13 @@ def test_resume_refuses_another_task_network_or_setting_in_one_line(tmp_path):
         (["env.num_envs=4"], "env.num_envs is 8 in the run, 4 here"),
     ]
     for overrides, message in cases:
-        out = robolearn("train", str(NAV), *SMALL, "runner.max_iterations=2", *overrides, "--resume", str(run))
+        out = robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=2", *overrides, "--resume", str(run))
         assert out.returncode == 1 and out.stderr.count("\n") == 1, (overrides, out.stderr)
         assert message in out.stderr, (overrides, out.stderr)
         assert (run / "config.yaml").read_text() == recorded  # a refused resume leaves the run as it was
         assert load_checkpoint(run)["iteration"] == 1
     # budgets may change, and the run records the change
-    out = robolearn("train", str(NAV), *SMALL, "runner.max_iterations=2", "--resume", str(run))
+    out = robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=2", "--resume", str(run))
     assert out.returncode == 0, out.stderr
     assert "max_iterations: 2" in (run / "config.yaml").read_text() and load_checkpoint(run)["iteration"] == 2
 
@@ -152,7 +152,7 @@ def test_resume_refuses_another_task_network_or_setting_in_one_line(tmp_path):
 def test_sigterm_finishes_the_iteration_saves_and_exits(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "robolearn", "train", str(NAV), *SMALL,
-                             "runner.max_iterations=100000", "--run-dir", str(run)],
+                             "trainer.max_iterations=100000", "--run-dir", str(run)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and (not (run / "metrics.csv").exists()
@@ -169,7 +169,7 @@ def test_sigterm_finishes_the_iteration_saves_and_exits(tmp_path):
 def test_a_full_disk_while_checkpointing_is_one_line_naming_the_last_good_checkpoint(tmp_path, monkeypatch):
     import robolearn.trainer
 
-    trainer = Trainer(config("runner.max_iterations=3", "runner.checkpoint_interval=1"), tmp_path / "run")
+    trainer = Trainer(config("trainer.max_iterations=3", "trainer.checkpoint_interval=1"), tmp_path / "run")
     original, calls = robolearn.trainer.save_checkpoint, [0]
 
     def fill_the_disk(state, path):
@@ -216,7 +216,7 @@ def test_checkpoints_are_readable_by_others(tmp_path):
     """A controller or a colleague reads checkpoints: they follow the umask like any file (not 0600)."""
     previous = os.umask(0o022)
     try:
-        Trainer(config("runner.max_iterations=1"), tmp_path / "run").learn()
+        Trainer(config("trainer.max_iterations=1"), tmp_path / "run").learn()
     finally:
         os.umask(previous)
     for path in (tmp_path / "run" / "checkpoints").iterdir():

@@ -19,8 +19,8 @@ from robolearn.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = ROOT / "configs" / "nav.yaml"
-SMALL = ["env.num_envs=16", "runner.num_steps=16", "policy.actor_hidden=[32,32]",
-         "policy.critic_hidden=[32,32]", "runner.max_iterations=2", "device=cpu", "env.nthread=1"]
+SMALL = ["env.num_envs=16", "trainer.num_steps=16", "policy.actor_hidden=[32,32]",
+         "policy.critic_hidden=[32,32]", "trainer.max_iterations=2", "device=cpu", "env.nthread=1"]
 
 
 def small_config(*extra):
@@ -34,9 +34,9 @@ def robolearn(*args, **kwargs):
 
 def test_truncated_episodes_bootstrap_from_final_obs(tmp_path):
     # 0.5 s episodes = 10 control steps: every env is truncated at steps 10 and 20 of the rollout
-    runner = Trainer(small_config("env.episode_seconds=0.5", "env.goal_distance=[4, 5]"), tmp_path)
+    trainer = Trainer(small_config("env.episode_seconds=0.5", "env.goal_distance=[4, 5]"), tmp_path)
     finals, steps = {}, []
-    step = runner.env.step
+    step = trainer.env.step
 
     def recording_step(actions):
         out = step(actions)
@@ -45,29 +45,29 @@ def test_truncated_episodes_bootstrap_from_final_obs(tmp_path):
             finals[len(steps) - 1] = {g: torch.from_numpy(v.copy()) for g, v in out[4]["final_obs"].items()}
         return out
 
-    runner.env.step = recording_step
-    runner.obs = runner.torch_env.reset()
-    runner.policy_state = runner.policy.initial_state(16)
-    runner._collect()
-    last_obs = runner.obs
-    s = runner.storage
+    trainer.env.step = recording_step
+    trainer.obs = trainer.torch_env.reset()
+    trainer.policy_state = trainer.policy.initial_state(16)
+    trainer._collect()
+    last_obs = trainer.obs
+    s = trainer.storage
     with torch.no_grad():
         for t, (terminated, truncated) in enumerate(steps):
             if truncated.any():
-                expected = runner.policy.value(finals[t], None)
+                expected = trainer.policy.value(finals[t], None)
                 np.testing.assert_allclose(s.next_values[t][truncated].numpy(), expected[truncated].numpy(), rtol=1e-6)
                 # V(final_obs) is not V of the returned (post-reset) observation
                 assert not torch.allclose(s.next_values[t][truncated], s.values[t + 1][truncated])
             assert torch.all(s.next_values[t][terminated] == 0)
             running = ~(terminated | truncated)
-            following = s.values[t + 1] if t + 1 < s.num_steps else runner.policy.value(last_obs, None)
+            following = s.values[t + 1] if t + 1 < s.num_steps else trainer.policy.value(last_obs, None)
             np.testing.assert_allclose(s.next_values[t][running].numpy(), following[running].numpy(), rtol=1e-6)
-    assert sum(tr.sum() for _, tr in steps) == runner.env.num_envs  # all truncated at step 10 of 16
+    assert sum(tr.sum() for _, tr in steps) == trainer.env.num_envs  # all truncated at step 10 of 16
 
 
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
-    runner = Trainer(small_config("runner.max_iterations=5", "runner.checkpoint_interval=1"), tmp_path)
-    step, calls = runner.env.step, [0]
+    trainer = Trainer(small_config("trainer.max_iterations=5", "trainer.checkpoint_interval=1"), tmp_path)
+    step, calls = trainer.env.step, [0]
 
     def poisoned_step(actions):
         obs, reward, terminated, truncated, info = step(actions)
@@ -77,9 +77,9 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
             reward[3] = np.nan
         return obs, reward, terminated, truncated, info
 
-    runner.env.step = poisoned_step
+    trainer.env.step = poisoned_step
     with pytest.raises(TrainingDiverged, match=r"iteration 3: .*non-finite.*last good checkpoint: .*last\.pt"):
-        runner.learn()
+        trainer.learn()
     state = load_checkpoint(tmp_path)
     assert state["iteration"] == 2 and not list((tmp_path / "checkpoints").glob("model_000003.pt"))
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -142,7 +142,7 @@ def test_cli_train_then_eval_json_and_video(tmp_path):
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "robolearn", "train", str(NAV), *SMALL[:-3],
-                             "runner.max_iterations=100000", "device=cpu", "--run-dir", str(run)],
+                             "trainer.max_iterations=100000", "device=cpu", "--run-dir", str(run)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.csv"
     deadline = time.time() + 60
@@ -157,9 +157,9 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
 
 
 def test_bad_config_on_train_is_one_line(tmp_path):
-    out = robolearn("train", str(NAV), "runner.num_stepz=8", "--run-dir", str(tmp_path / "r"))
+    out = robolearn("train", str(NAV), "trainer.num_stepz=8", "--run-dir", str(tmp_path / "r"))
     assert out.returncode == 2
-    assert out.stderr.strip() == ("robolearn: config error: override 'runner.num_stepz=8': runner.num_stepz: unknown key "
+    assert out.stderr.strip() == ("robolearn: config error: override 'trainer.num_stepz=8': trainer.num_stepz: unknown key "
                                   "(did you mean num_steps?)")
     assert not (tmp_path / "r").exists()
 
@@ -171,13 +171,13 @@ def test_seeded_short_run_learns_to_reach_goals(tmp_path):
 
     config = load_config(NAV, ["device=cpu", "seed=3", "env.num_envs=128", "env.obstacles.count=[0, 0]",
                                "env.goal_distance=[1.0, 2.0]", "env.episode_seconds=10",
-                               "runner.max_iterations=40", "runner.checkpoint_interval=1000"])
-    runner = Trainer(config, tmp_path)
+                               "trainer.max_iterations=40", "trainer.checkpoint_interval=1000"])
+    trainer = Trainer(config, tmp_path)
     eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=99)
-    before = run_episodes(runner.policy.eval(), eval_env, episodes=100)["success_rate"]
-    runner.learn()
+    before = run_episodes(trainer.policy.eval(), eval_env, episodes=100)["success_rate"]
+    trainer.learn()
     eval_env = make_env(config.env.model_copy(update={"num_envs": 50}), seed=99)
-    after = run_episodes(runner.policy.eval(), eval_env, episodes=100)["success_rate"]
+    after = run_episodes(trainer.policy.eval(), eval_env, episodes=100)["success_rate"]
     assert before < 0.3
     assert after > before + 0.4, (before, after)
 
@@ -192,7 +192,7 @@ ADR = ["randomization.adr.enabled=true", "randomization.adr.queue_length=2", "ra
 def test_adr_is_logged_checkpointed_and_resumed(tmp_path):
     """With the objective episode length above t_high, every full queue moves its bound outward:
     the ranges grow, are logged every iteration, saved, and restored exactly on resume."""
-    a = Trainer(small_config(*ADR, "runner.max_iterations=3"), tmp_path / "run")
+    a = Trainer(small_config(*ADR, "trainer.max_iterations=3"), tmp_path / "run")
     a.learn()
     adr = a.env.randomizer.adr
     assert adr.moves > 0 and adr.entropy() > np.log(1e-6)
@@ -203,7 +203,7 @@ def test_adr_is_logged_checkpointed_and_resumed(tmp_path):
     entropy = [float(r["adr/entropy"]) for r in rows]
     assert entropy == sorted(entropy) and entropy[-1] > entropy[0]
     assert float(rows[-1]["adr/mass/hi"]) == pytest.approx(adr.ranges[0, 1]) and adr.ranges[0, 1] <= 2.0
-    b = Trainer.from_checkpoint(tmp_path / "run", config=small_config(*ADR, "runner.max_iterations=4"))
+    b = Trainer.from_checkpoint(tmp_path / "run", config=small_config(*ADR, "trainer.max_iterations=4"))
     assert b.env.randomizer.adr.ranges.tolist() == adr.ranges.tolist()
     assert b.env.randomizer.adr.queues == adr.queues
     assert b.env.randomizer.adr.rng.bit_generator.state == adr.rng.bit_generator.state
@@ -233,12 +233,12 @@ def test_a_randomization_error_names_the_file_or_override(tmp_path):
 
 
 def test_rollouts_and_updates_run_on_their_configured_threads(tmp_path, monkeypatch):
-    """The policy runs rollouts on runner.rollout_threads torch threads (1) and the update on
-    runner.update_threads (0: half of the CPUs); the process's own count is restored after each."""
+    """The policy runs rollouts on trainer.rollout_threads torch threads (1) and the update on
+    trainer.update_threads (0: half of the CPUs); the process's own count is restored after each."""
     from robolearn.distributed import resolve_threads
 
     assert (resolve_threads(0, 2), resolve_threads(0, 16), resolve_threads(0, 1), resolve_threads(3, 2)) == (1, 8, 1, 3)
-    trainer = Trainer(small_config("runner.max_iterations=1", "runner.update_threads=2"), tmp_path)
+    trainer = Trainer(small_config("trainer.max_iterations=1", "trainer.update_threads=2"), tmp_path)
     seen = {}
     collect, update = trainer._collect, trainer.algorithm.update
     monkeypatch.setattr(trainer, "_collect", lambda: (seen.setdefault("collect", torch.get_num_threads()), collect())[1])

@@ -9,7 +9,7 @@ One YAML file describes an experiment::
     env: {task: robolearn/Nav-v0, num_envs: 256, ...}   # validated by the task's config class
     algorithm: {name: ppo, ...}
     policy: {class: mlp, ...}                          # validated by the policy class's schema
-    runner: {num_steps: 24, max_env_steps: 2000000, ...}
+    trainer: {num_steps: 24, max_env_steps: 2000000, ...}
     randomization: {adr: {...}, params: {...}}
 """
 
@@ -17,12 +17,12 @@ from robolearn.config.loading import (ConfigOrigin, apply_overrides, dump_config
                                       read_yaml, validate_config)
 from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, RANDOMIZATION_TARGETS, AdrConfig, AlgorithmConfig,
                                      Config, ConfigError, EnvConfig, PolicyConfig, RandomizationConfig,
-                                     RandomizationParam, Range, IntRange, RecurrentPolicyConfig, RunnerConfig,
+                                     RandomizationParam, Range, IntRange, RecurrentPolicyConfig, TrainerConfig,
                                      Selection, StrictModel, env_config_class, policy_config_class,
                                      register_env_config, register_policy_config)
 
 __all__ = ["ENV_CONFIGS", "PPO_ONLY_KEYS", "RANDOMIZATION_TARGETS", "AdrConfig", "AlgorithmConfig", "Config",
            "ConfigError", "ConfigOrigin", "EnvConfig", "IntRange", "PolicyConfig", "RandomizationConfig",
-           "RandomizationParam", "Range", "RecurrentPolicyConfig", "RunnerConfig", "Selection", "StrictModel",
+           "RandomizationParam", "Range", "RecurrentPolicyConfig", "TrainerConfig", "Selection", "StrictModel",
            "apply_overrides", "dump_config", "env_config_class", "load_config", "parse_override",
            "policy_config_class", "read_yaml", "register_env_config", "register_policy_config", "validate_config"]

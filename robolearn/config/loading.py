@@ -68,7 +68,10 @@ def _validate_section(data: dict[str, Any], key: str, name_key: str, schema_of) 
 def _build_config(data: Mapping[str, Any]) -> Config:
     """Validate ``env`` and ``policy`` with the classes they name, then the whole experiment."""
     data = dict(data)
-    data.setdefault("runner", {})  # so that a missing budget is reported as such
+    if "runner" in data and "trainer" not in data:
+        raise _SectionError("the section is called trainer now (the Trainer reads it): rename runner: to trainer:",
+                            "runner")
+    data.setdefault("trainer", {})  # so that a missing budget is reported as such
     _validate_section(data, "env", "task", env_config_class)
     _validate_section(data, "policy", "class", policy_config_class)
     try:

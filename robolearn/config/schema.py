@@ -177,7 +177,7 @@ def policy_config_class(name: str) -> type[PolicyConfig]:
     return POLICY_CONFIGS[name]
 
 
-class RunnerConfig(StrictModel):
+class TrainerConfig(StrictModel):
     """Training loop: rollout length, budget (at least one key), logging and checkpoints."""
 
     num_steps: int = Field(24, gt=0, description="rollout length per env and iteration")
@@ -197,7 +197,7 @@ class RunnerConfig(StrictModel):
         10, ge=0, description="compare parameters across ranks every N iterations (0: never)")
 
     @model_validator(mode="after")
-    def _has_budget(self) -> "RunnerConfig":
+    def _has_budget(self) -> "TrainerConfig":
         if not (self.max_iterations or self.max_env_steps or self.max_seconds):
             raise ValueError("no training budget: set max_iterations, max_env_steps or max_seconds")
         return self
@@ -326,7 +326,7 @@ class Config(StrictModel):
     env: SerializeAsAny[EnvConfig]
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     policy: SerializeAsAny[PolicyConfig] = Field(default_factory=PolicyConfig)
-    runner: RunnerConfig
+    trainer: TrainerConfig
     randomization: RandomizationConfig = Field(default_factory=RandomizationConfig)
     #: where the config came from (file, overrides): set by the loaders, names the source of an error
     _origin: Any = PrivateAttr(default=None)
