@@ -15,8 +15,13 @@ def test_install_target_has_only_robolearn(tmp_path):
     assert top[0] == "robolearn" and len(top) == 2 and top[1].startswith("robolearn-") \
         and top[1].endswith(".dist-info"), top
     pkg = target / "robolearn"
-    for sub in ("envs", "randomization", "deploy", "algorithms", "models"):
-        assert (pkg / sub / "__init__.py").is_file(), sub
+    # every package of the source tree is installed (robolearn/x -> robolearn/x, envs/x -> robolearn/envs/x, ...)
+    sources = {ROOT / "robolearn": pkg, ROOT / "envs": pkg / "envs", ROOT / "randomization": pkg / "randomization",
+               ROOT / "deploy": pkg / "deploy"}
+    for source, installed in sources.items():
+        for init in source.rglob("__init__.py"):
+            relative = init.parent.relative_to(source)
+            assert (installed / relative / "__init__.py").is_file(), f"{init.parent} is not installed"
     assert (pkg / "envs" / "diffdrive" / "nav_arena.xml").is_file()
     # the installed copy imports and builds the task from its packaged asset
     code = ("import robolearn.envs.diffdrive.nav as nav, robolearn; assert robolearn.__file__.startswith(%r); "
