@@ -1,10 +1,11 @@
 """Closed-loop evaluation of an exported policy: the simulator driven through ``PolicyRunner``.
 
-:class:`RunnerPolicy` gives :func:`robolearn.evaluate.evaluate` what it calls on a torch model,
-``act_deterministic(obs) -> actions``, but acts through one :class:`PolicyRunner` per env, as
-each robot would: the runner returns robot commands, which are mapped back to the simulator's
+:class:`RunnerPolicy` gives :func:`robolearn.evaluation.run_episodes` the part of the policy
+interface (:mod:`robolearn.models.policy`) a deterministic run calls (``initial_state``,
+``act_inference``, ``reset_state``), but acts through one :class:`PolicyRunner` per env, as each
+robot would: the runner returns robot commands, which are mapped back to the simulator's
 normalised actions ``(command - offset) / scale``; a runner is reset when its env's episode ends.
-torch is imported only to hand actions to ``evaluate``, so a torch-free controller (such as
+torch is imported only to hand actions to ``run_episodes``, so a torch-free controller (such as
 ``deploy/examples/control_loop.py``) can use :func:`check_contract_matches_env`.
 """
 
