@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from robolearn.checkpoint import CHECKPOINT_DIR
@@ -22,6 +23,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 #: any of these makes a directory a run
 RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR)
+#: the highest ``-N`` suffix tried for a default run directory another run holds
+MAX_SUFFIX = 999
 
 
 class RunDirError(RuntimeError):
@@ -37,24 +40,20 @@ def claim_run_dir(path: str | Path, config_text: str, unique: bool = False) -> P
 
     ``unique`` (the default timestamped directory): if another run holds ``path``, use the first
     free ``path-2``, ``path-3``, ... instead of refusing."""
-    path = Path(path)
-    for attempt in range(1, 1000):
-        candidate = path if attempt == 1 else path.with_name(f"{path.name}-{attempt}")
+    for candidate in _names(Path(path)):
         try:
             _claim(candidate, config_text)
             return candidate
         except RunDirError:
             if not unique or not _holds_run(candidate):
                 raise
-    raise RunDirError(f"{path}: no free run directory name (tried 999 suffixes)")
+    raise RunDirError(f"{path}: no free run directory name (tried {MAX_SUFFIX - 1} suffixes)")
 
 
 def reserve_run_dir(path: str | Path) -> Path:
     """Create a new empty directory at ``path`` (or ``path-2``, ...), for a launcher that hands it
     to its workers (who claim it)."""
-    path = Path(path)
-    for attempt in range(1, 1000):
-        candidate = path if attempt == 1 else path.with_name(f"{path.name}-{attempt}")
+    for candidate in _names(Path(path)):
         try:
             candidate.mkdir(parents=True, exist_ok=False)
             return candidate
@@ -62,7 +61,14 @@ def reserve_run_dir(path: str | Path) -> Path:
             continue
         except OSError as err:
             raise RunDirError(f"{candidate}: cannot create the run directory ({err.strerror})") from None
-    raise RunDirError(f"{path}: no free run directory name (tried 999 suffixes)")
+    raise RunDirError(f"{path}: no free run directory name (tried {MAX_SUFFIX - 1} suffixes)")
+
+
+def _names(path: Path) -> Iterator[Path]:
+    """``path``, then ``path-2``, ``path-3``, ... up to ``-MAX_SUFFIX``."""
+    yield path
+    for suffix in range(2, MAX_SUFFIX + 1):
+        yield path.with_name(f"{path.name}-{suffix}")
 
 
 def _claim(path: Path, config_text: str) -> None:

@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from robolearn.config import schema
-from robolearn.config.schema import Config, ConfigError, env_config_class, policy_config_class
+from robolearn.config.schema import (Config, ConfigError, EnvConfig, PolicyConfig, env_config_class,
+                                     policy_config_class)
 
 
 class ConfigOrigin:
@@ -46,13 +47,13 @@ class _SectionError(Exception):
         self.error, self.prefix = error, prefix
 
 
-def _validate_section(data: dict[str, Any], key: str, name_key: str, schema_of) -> None:
-    """Replace ``data[key]`` by its validated model, the schema chosen by the name it holds."""
+def _validate_section(data: dict[str, Any], key: str, name_key: str, default: str, schema_of) -> None:
+    """Replace ``data[key]`` by its validated model, the schema chosen by the name it holds
+    (``default`` when it names none)."""
     section = data.get(key, {})
     if not isinstance(section, dict):
         return  # Config's own validation reports the wrong type
-    schema_default = {"env": "robolearn/Nav-v0", "policy": "mlp"}[key]
-    name = section.get(name_key, schema_default)
+    name = section.get(name_key, default)
     try:
         schema = schema_of(name) if isinstance(name, str) else None
     except KeyError as err:
@@ -72,8 +73,8 @@ def _build_config(data: Mapping[str, Any]) -> Config:
         raise _SectionError("the section is called trainer now (the Trainer reads it): rename runner: to trainer:",
                             "runner")
     data.setdefault("trainer", {})  # so that a missing budget is reported as such
-    _validate_section(data, "env", "task", env_config_class)
-    _validate_section(data, "policy", "class", policy_config_class)
+    _validate_section(data, "env", "task", EnvConfig.model_fields["task"].default, env_config_class)
+    _validate_section(data, "policy", "class", PolicyConfig.model_fields["class_"].default, policy_config_class)
     try:
         return Config.model_validate(data)
     except ValidationError as err:

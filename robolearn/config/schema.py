@@ -334,8 +334,6 @@ class Config(StrictModel):
     def __eq__(self, other: object) -> bool:  # the same experiment, wherever it was loaded from
         return isinstance(other, Config) and self.to_dict() == other.to_dict()
 
-    __hash__ = None
-
     def origin(self, key: str) -> str:
         """The file or override a dotted key came from (for errors found after loading)."""
         return self._origin.describe(key) if self._origin is not None else "<config>"
