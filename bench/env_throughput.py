@@ -10,6 +10,7 @@ For each task and N parallel envs, with random actions, in one run:
             what a gymnasium user gets without robolearn (SyncVectorEnv over the single-env view).
 
     python bench/env_throughput.py [--tasks Nav-v0 PickPlace-v0] [--envs 64 256 1024] [--seconds 3]
+    python bench/env_throughput.py --tasks PickPlace-v0 --robot fetch --envs 256   (a robot spec)
 
 Run it alone: on 2 cores a figure taken beside another job is void.
 """
@@ -51,7 +52,7 @@ def bench_raw(env, actions: np.ndarray, seconds: float) -> float:
         batch.bind("mocap_pos")[:] = env.mocap_pos
         batch.forward()
         base = env.ctrl.copy()
-        arm = env._arm_act
+        arm = env.arm.actuators
         jitter = np.zeros((len(actions),) + base.shape)
         jitter[:, :, arm] = actions[:, :, :len(arm)] * 0.05
 
@@ -59,10 +60,10 @@ def bench_raw(env, actions: np.ndarray, seconds: float) -> float:
             ctrl[:] = base + jitter[i % len(actions)]
             batch.step(nstep=env.frame_skip)
     else:
-        scale = env.cfg.max_wheel_speed
+        scale, wheels = env.cfg.max_wheel_speed, env.base.wheel_actuators
 
         def step(i):
-            ctrl[:] = actions[i % len(actions)] * scale
+            ctrl[:, wheels] = actions[i % len(actions)] * scale
             batch.step(nstep=env.frame_skip)
 
     return timed(step, seconds) * env.num_envs
@@ -73,8 +74,8 @@ def bench_robolearn(env, actions: np.ndarray, seconds: float) -> float:
     return timed(lambda i: env.step(actions[i % len(actions)]), seconds) * env.num_envs
 
 
-def bench_gym_sync(task: str, n: int, actions: np.ndarray, seconds: float) -> float:
-    envs = gymnasium.make_vec(task, num_envs=n, vectorization_mode="sync")
+def bench_gym_sync(task: str, n: int, actions: np.ndarray, seconds: float, **env_kwargs) -> float:
+    envs = gymnasium.make_vec(task, num_envs=n, vectorization_mode="sync", **env_kwargs)
     envs.reset(seed=0)
     rate = timed(lambda i: envs.step(actions[i % len(actions)]), seconds) * n
     envs.close()
@@ -86,23 +87,26 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["Nav-v0", "PickPlace-v0"])
     parser.add_argument("--envs", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
+    parser.add_argument("--robot", help="robot spec for every task (a bundled name or a spec .yaml)")
     args = parser.parse_args()
+    env_kwargs = {"robot": args.robot} if args.robot else {}
 
     for name in args.tasks:
         task = name if "/" in name else f"robolearn/{name}"
         env_cls = get_task(task).env_cls
-        print(f"{task} env steps/s, random actions, {os.cpu_count()} CPUs, mujoco {mujoco.__version__}")
+        robot = f", robot {args.robot}" if args.robot else ""
+        print(f"{task} env steps/s{robot}, random actions, {os.cpu_count()} CPUs, mujoco {mujoco.__version__}")
         header = f"{'N':>6} {'raw physics':>12} {'robolearn':>10} {'% of raw':>9} {'gym sync':>10} {'vs sync':>8}"
         print(header)
         print("-" * len(header))
         for n in args.envs:
-            env = env_cls(num_envs=n, seed=0)
+            env = env_cls(num_envs=n, seed=0, **env_kwargs)
             dim = env.single_action_space.shape[0]
             actions = np.random.default_rng(0).uniform(-1, 1, (64, n, dim)).astype(np.float32)
             raw = bench_raw(env, actions, args.seconds)
             ours = bench_robolearn(env, actions, args.seconds)
             env.close()
-            sync = bench_gym_sync(task, n, actions, args.seconds)
+            sync = bench_gym_sync(task, n, actions, args.seconds, **env_kwargs)
             print(f"{n:>6} {raw:>12,.0f} {ours:>10,.0f} {100 * ours / raw:>8.0f}% {sync:>10,.0f} {ours / sync:>7.1f}x",
                   flush=True)
         print(f"(frame skip {env.frame_skip} x {env.model.opt.timestep * 1000:.0f} ms physics steps per env step)\n")

@@ -9,7 +9,7 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
              "terms": [{"name": "goal", "width": 3}, ...]},
      "action": {"dim": 2, "names": [...], "scale": [...], "offset": [...], "clip": [-1.0, 1.0],
                 "command": "clip(actions, -1, 1) * scale + offset",
-                "fixed": {"gripper_finger_travel_m": 0.0, ...}},
+                "fixed": {"gripper_open_fraction": 0.0, ...}},
      "control_period_s": 0.05,
      "recurrent": null | {"cell": "lstm", "layers": 1, "hidden_size": 128,
                           "state_shape": ["layers", "batch", "hidden_size"]},

@@ -9,7 +9,7 @@ Imports only numpy and onnxruntime (no torch)::
 
 ``step`` returns the robot command ``clip(action, -1, 1) * scale + offset`` in the units the
 contract's action names give. ``runner.fixed_commands`` (the contract's ``action.fixed``, e.g.
-``{"gripper_finger_travel_m": 0.0}`` for Push) are the commands the controller must hold at these
+``{"gripper_open_fraction": 0.0}`` for Push) are the commands the controller must hold at these
 values for the whole run: the task kept them constant in training and the policy does not
 output them.
 

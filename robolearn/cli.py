@@ -7,6 +7,7 @@
     robolearn config CONFIG [KEY=VALUE ...]         print the resolved, validated config
     robolearn export RUN_DIR|CHECKPOINT [--out DIR] [--formats onnx,torchscript]
     robolearn deploy-bench EXPORT_DIR [--calls N]   PolicyRunner.step latency, batch 1
+    robolearn robot check SPEC_OR_CONFIG [KEY=VALUE ...] [--image robot.png] [--json]
 """
 
 from __future__ import annotations
@@ -259,6 +260,40 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_robot_check(args: argparse.Namespace) -> int:
+    """A robot spec YAML is checked in the bundled task it fits; an experiment config in its task."""
+    import yaml
+
+    import robolearn.envs  # noqa: F401
+    from robolearn.config import env_config_class
+    from robolearn.envs.robots.check import check_env_config, task_for_robot
+    from robolearn.envs.robots.spec import load_robot_spec
+
+    path = Path(args.target)
+    if not path.is_file():
+        raise CommandError(f"{path}: no such robot spec or experiment config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CommandError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if isinstance(data, dict) and "env" in data:
+        env_config = _load_config(path, args.overrides).env
+    else:
+        if args.overrides:
+            raise CommandError("KEY=VALUE overrides apply to experiment configs, not to a robot spec")
+        robot = load_robot_spec(path)
+        task = task_for_robot(robot)
+        env_config = env_config_class(task).model_validate({"task": task, "robot": robot.model_dump()})
+    report = check_env_config(env_config, envs=args.envs, image=args.image)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(report.format())
+        if args.image:
+            print(f"image: {args.image}")
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robolearn", description="Sim-to-real robot learning: batched MuJoCo tasks, PPO, ADR, export.")
@@ -305,6 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also list the policy observation terms")
     p.set_defaults(func=_cmd_envs)
 
+    p = sub.add_parser("robot", help="robot tools: robot check SPEC_OR_CONFIG")
+    robot = p.add_subparsers(dest="robot_command", metavar="ROBOT_COMMAND", required=True)
+    p = robot.add_parser("check", help="check a robot spec (or an experiment config's robot) before training: "
+                         "joints, gains, masses, workspace, task regions, a scripted grasp, stability")
+    p.add_argument("target", metavar="SPEC_OR_CONFIG", help="robot spec YAML, or an experiment config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of an experiment config")
+    p.add_argument("--image", metavar="PATH.png", help="render the composed scene offscreen to this PNG")
+    p.add_argument("--envs", type=_positive_int, default=16, help="envs for the stability check (default 16)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_robot_check)
+
     p = sub.add_parser("config", help="print the resolved config (file + KEY=VALUE overrides) as YAML")
     p.add_argument("config", help="experiment YAML file, e.g. configs/nav.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. env.num_envs=64 algorithm.lr=3e-4")
@@ -340,10 +386,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from robolearn.envs.robots.spec import RobotSpecError
+
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"robolearn: config error: {err}", file=sys.stderr)
+        return 2
+    except RobotSpecError as err:  # a robot spec that does not fit its file or its task
+        print(f"robolearn: robot error: {err}", file=sys.stderr)
         return 2
     except CommandError as err:
         print(f"robolearn: {err}", file=sys.stderr)

@@ -9,7 +9,7 @@ import robolearn.envs  # noqa: F401  (registers the tasks)
 from gymnasium.utils.env_checker import check_env
 from robolearn.envs.arm import PickPlaceEnv, PushEnv, ReachEnv
 from robolearn.envs.arm.base import grasp_indicator
-from robolearn.envs.arm.model import ARM_BODIES, ARM_JOINTS, FINGER_OPEN, build_model
+from robolearn.envs.robots.check import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
 from robolearn.envs.rewards import reward_lift, reward_place, reward_reach
@@ -17,33 +17,18 @@ from robolearn.envs.rewards import reward_lift, reward_place, reward_reach
 from robolearn.config import RandomizationConfig
 
 ARM_TASKS = ["robolearn/Reach-v0", "robolearn/Push-v0", "robolearn/PickPlace-v0", "robolearn/MobilePick-v0"]
-SCENES = [("robolearn.envs.arm", "tabletop.xml"), ("robolearn.envs.mobile", "mobile_arena.xml")]
+ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "hand", "finger_l", "finger_r")
+ARM_JOINTS = ("j1_pan", "j2_shoulder", "j3_elbow", "j4_wrist", "j5_roll")
 
 
-def ik(model, data, goal, q0, iters=40):
-    """Arm joint positions putting the ``ee`` site at ``goal`` with the gripper pointing down
-    (damped least squares on a scratch copy of ``data``)."""
-    scratch = mujoco.MjData(model)
-    scratch.qpos[:] = data.qpos
-    adr = [model.jnt_qposadr[model.joint(j).id] for j in ARM_JOINTS]
-    dof = [model.jnt_dofadr[model.joint(j).id] for j in ARM_JOINTS]
-    scratch.qpos[adr] = q0
-    site = model.site("ee").id
-    for _ in range(iters):
-        mujoco.mj_kinematics(model, scratch)
-        mujoco.mj_comPos(model, scratch)
-        jp, jr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
-        mujoco.mj_jacSite(model, scratch, jp, jr, site)
-        z = scratch.site_xmat[site].reshape(3, 3)[:, 2]
-        err = np.concatenate([goal - scratch.site_xpos[site], np.cross(z, [0, 0, -1])[:2]])
-        jac = np.vstack([jp[:, dof], jr[:2, dof]])
-        scratch.qpos[adr] += jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(5), err)
-    return scratch.qpos[adr].copy()
+def ik(env, data, goal, q0, iters=40):
+    """Arm joint positions putting the end effector at ``goal`` with the gripper pointing down."""
+    return robot_ik(env.model, data, env.arm, goal, q0, iters=iters)[0]
 
 
-@pytest.mark.parametrize("scene", SCENES)
-def test_model_sanity(scene):
-    model = build_model(*scene)
+@pytest.mark.parametrize("env_cls", [ReachEnv, MobilePickEnv])
+def test_model_sanity(env_cls):
+    model = env_cls(num_envs=1, nthread=1).model
     for name in ARM_BODIES + ("object",):
         assert model.body(name).mass[0] > 0, name
     assert model.body_subtreemass[model.body("arm_base").id] > 4.0  # a ~5 kg arm
@@ -62,20 +47,18 @@ def test_model_sanity(scene):
 
 
 def test_scripted_sequence_grasps_and_lifts_the_cube():
-    model = build_model("robolearn.envs.arm", "tabletop.xml")
-    data = mujoco.MjData(model)
-    adr = [model.jnt_qposadr[model.joint(j).id] for j in ARM_JOINTS]
-    home = ReachEnv.home
-    data.qpos[adr] = home
-    data.ctrl[:5] = home
-    data.ctrl[5] = FINGER_OPEN
-    mujoco.mj_forward(model, data)
+    env = PickPlaceEnv(num_envs=1, nthread=1, seed=0)
+    env.reset(seed=0)
+    model, arm, gripper = env.model, env.arm, env.gripper
+    data = env.batch.get_data(0)
     cube = data.body("object").xpos.copy()
-    pads = [model.sensor_adr[model.sensor(s).id] for s in ("pad_l", "pad_r")]
+    pads = gripper.touch
+    assert [model.sensor(model.sensor_adr.tolist().index(a)).name for a in pads] == ["finger_l_grasp", "finger_r_grasp"]
+    FINGER_OPEN = 1.0  # open fraction
 
     def move(goal, grip, seconds):
-        data.ctrl[:5] = ik(model, data, goal, data.qpos[adr])
-        data.ctrl[5] = grip
+        data.ctrl[arm.actuators] = ik(env, data, goal, data.qpos[arm.qpos])
+        data.ctrl[gripper.actuators] = gripper.ctrl(np.array([grip]))[0]
         for _ in range(int(seconds / model.opt.timestep)):
             mujoco.mj_step(model, data)
 
@@ -136,9 +119,9 @@ def _grasp_pose(env, i):
     """Hand-build env i: gripper around its cube, fingers closed on it, joint targets there."""
     model = env.model
     data = env.batch.get_data(i)
-    q = ik(model, data, env.object_pos[i].copy(), env.home)
-    env.qpos[i, env._arm_qpos] = q
-    env.qpos[i, env._finger_qpos] = env.object_half[i]
+    q = ik(env, data, env.object_pos[i].copy(), env.arm.home)
+    env.qpos[i, env.arm.qpos] = q
+    env.qpos[i, env.gripper.qpos] = env.object_half[i]
     env.qvel[i] = 0.0
     env.joint_target[i] = q
     env.batch.forward([i])
@@ -206,12 +189,12 @@ def test_push_has_five_arm_actions_and_holds_the_gripper_closed():
     assert env.single_action_space.shape == (5,)
     assert env.action_names == [f"{j}_delta_rad" for j in ARM_JOINTS]
     assert env.action_scale.tolist() == [env.cfg.delta_scale] * 5 and env.action_offset.tolist() == [0.0] * 5
-    assert env.fixed_commands == {"gripper_finger_travel_m": 0.0}
+    assert env.fixed_commands == {"gripper_open_fraction": 0.0}
     assert env.obs_layout["policy"].widths["last_action"] == 5
     for _ in range(5):
         env.step(-np.ones((1, 5)))
-    assert np.all(env.ctrl[0, env._grip_act] == 0.0)
-    assert np.all(env.qpos[0, env._finger_qpos] < 2e-3)
+    assert np.all(env.ctrl[0, env.gripper.actuators] == 0.0)
+    assert np.all(env.qpos[0, env.gripper.qpos] < 2e-3)
 
 
 @pytest.mark.parametrize("task", ["robolearn/Nav-v0", "robolearn/NavPO-v0", "robolearn/Reach-v0",
@@ -286,7 +269,7 @@ def test_scripted_pick_and_place_through_the_action_interface_succeeds():
     def go(goal, grip, steps):
         reward = 0.0
         for _ in range(steps):
-            q = ik(env.model, env.batch.get_data(0), goal, env.joint_target[0])
+            q = ik(env, env.batch.get_data(0), goal, env.joint_target[0])
             action = np.zeros((1, 6))
             action[0, :5] = np.clip((q - env.joint_target[0]) / env.cfg.delta_scale, -1, 1)
             action[0, 5] = grip
@@ -387,7 +370,7 @@ def test_scripted_mobile_pick_drives_grasps_and_delivers_the_cube():
         action = np.zeros((1, 8))
         action[0, :2], action[0, 7] = wheels, grip
         if arm_goal is not None:
-            q = ik(env.model, env.batch.get_data(0), arm_goal, env.joint_target[0])
+            q = ik(env, env.batch.get_data(0), arm_goal, env.joint_target[0])
             action[0, 2:7] = np.clip((q - env.joint_target[0]) / env.cfg.delta_scale, -1, 1)
         return env.step(action)[1][0]
 

@@ -1,18 +1,21 @@
 """Shared core of the arm tasks (Reach, Push, PickPlace, and MobilePick on top).
 
-:class:`ArmTaskEnv` owns what the tasks share: the arm + gripper model (``arm.xml`` mounted in a
-scene), joint-delta position control, the observation terms, the object (size per env through a
+:class:`ArmTaskEnv` owns what the tasks share: the arm + gripper of the robot spec ``env.robot``
+(:mod:`robolearn.envs.robots`; default the bundled ``arm5``) mounted in a scene, joint-delta
+position control, the observation terms, the object (size per env through a
 layout parameter), grasp detection from the finger-pad touch sensors and the episode metrics.
 A task module fills in its target sampling, its reward terms (named functions of
 :mod:`robolearn.envs.rewards`, weighted by the core from ``env.rewards``) and its success condition.
 
-Actions (normalised to [-1, 1]): five arm joint position deltas (``delta_scale`` rad per control
-step at 1, added to a per-env joint target clipped to the actuator range) and one gripper command
-(-1 fully open, +1 closed); a task without the gripper action (Push) holds the fingers closed and
-lists the gripper command in ``fixed_commands``. Observations (``policy``), all in the arm-base frame: joint positions
-and velocities, gripper opening and speed, end-effector pose (position + two rotation columns),
+Actions (normalised to [-1, 1]): one position delta per arm joint (``delta_scale`` rad, or m for a
+slide joint, per control step at 1, added to a per-env joint target clipped to the actuator range)
+and one gripper command (-1 fully open, +1 closed; the robot command is the open fraction, 1 open,
+0 closed); a task without the gripper action (Push) holds the gripper closed and lists the
+command in ``fixed_commands``. Observations (``policy``), all in the arm-base frame (the spec's
+``arm.base_body``): joint positions and velocities (one per arm joint), gripper open fraction and
+its rate, end-effector pose (position + two rotation columns),
 object position, orientation and velocity relative to the gripper, target relative to the object
-(Reach: to the gripper), previous action. ``critic`` adds the pad contact forces, the grasp
+(Reach: to the gripper), previous action. ``critic`` adds the grasp geoms' contact forces, the grasp
 indicator, the object's size and position and the target's position (randomization parameters are
 appended by the core).
 
@@ -25,19 +28,34 @@ episode as a failure: it cannot be picked up from the floor.
 
 from __future__ import annotations
 
+import json
+
 import mujoco
 import numpy as np
 from pydantic import Field, model_validator
-from robolearn.envs.arm.model import ARM_JOINTS, FINGER_OPEN, build_model
-from robolearn.envs.core import BatchedMujocoEnv
-from robolearn.envs.rewards import reward_action_rate, reward_joint_limit
+from pydantic import field_validator
 
 from robolearn.config import EnvConfig, Range, StrictModel
+from robolearn.envs.core import BatchedMujocoEnv
+from robolearn.envs.rewards import reward_action_rate, reward_joint_limit
+from robolearn.envs.robots import (
+    ArmHandles,
+    GripperHandles,
+    RobotSpec,
+    RobotSpecError,
+    compose,
+    resolve_robot_ref,
+    robot_field,
+    scene_mjspec,
+)
+from robolearn.envs.robots.check import unreachable_points
 
+#: task regions already checked for reach: key -> {region name: (first unreachable point, error)}
+_REACH_CHECKED: dict[str, dict[str, tuple[np.ndarray, float]]] = {}
 TABLE_Z = 0.4  # table top height in the table-top scene, metres
 _PARK = np.array([-1.0, 0.0])  # where a task without an object leaves it (on the floor behind the arm)
-#: the gripper's robot command: finger travel, metres (0 closed, FINGER_OPEN open)
-GRIPPER_COMMAND = "gripper_finger_travel_m"
+#: the gripper's robot command: open fraction (0 closed, 1 fully open)
+GRIPPER_COMMAND = "gripper_open_fraction"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,6 +73,8 @@ class Region(StrictModel):
 class ArmTaskConfig(EnvConfig):
     """Settings every arm task shares (each task extends it with its rewards and regions)."""
 
+    robot: RobotSpec = robot_field("arm5", "the arm + gripper: a bundled robot's name, a robot spec .yaml or "
+                                   "the spec itself")
     control_hz: float = Field(25.0, gt=0.0)
     episode_seconds: float = Field(6.0, gt=0.0)
     delta_scale: float = Field(0.06, gt=0.0, description="rad of joint target change per control step at action 1")
@@ -72,11 +92,18 @@ class ArmTaskConfig(EnvConfig):
     grasp_force: float = Field(1.0, ge=0.0, description="finger-pad force sum (N) above which the object counts as grasped")
     lift_height: float = Field(0.1, gt=0.0, description="metres of lift at which the lift term saturates")
 
+    @field_validator("robot", mode="before")
+    @classmethod
+    def _resolve_robot(cls, value):
+        return resolve_robot_ref(value)
+
     @model_validator(mode="after")
     def _sizes(self) -> ArmTaskConfig:
-        if self.object_size.lo <= 0 or 2 * self.object_size.hi > 2 * FINGER_OPEN:
-            raise ValueError(f"object_size must lie in (0, {FINGER_OPEN}] (half side), got "
-                             f"[{self.object_size.lo}, {self.object_size.hi}]")
+        self.robot.require("arm", "gripper")
+        widest = self.robot.gripper.opening / 2
+        if self.object_size.lo <= 0 or self.object_size.hi > widest:
+            raise ValueError(f"object_size must lie in (0, {widest:g}] (half side; robot {self.robot.name!r} opens "
+                             f"{self.robot.gripper.opening:g} m), got [{self.object_size.lo}, {self.object_size.hi}]")
         return self
 
 
@@ -85,8 +112,8 @@ class ArmTaskConfig(EnvConfig):
 
 
 def grasp_indicator(pad_forces: np.ndarray, near_object: np.ndarray, threshold: float) -> np.ndarray:
-    """1 where the finger-pad contact forces (N, 2) sum above ``threshold`` with both pads touching
-    and the object between the fingers (``near_object``), else 0."""
+    """1 where the grasp geoms' contact forces (N, k) sum above ``threshold`` with every grasp geom
+    touching and the object between the fingers (``near_object``), else 0."""
     touching = (pad_forces.sum(axis=-1) > threshold) & (pad_forces.min(axis=-1) > 0.0)
     return (touching & near_object).astype(np.float64)
 
@@ -110,32 +137,17 @@ class ArmTaskEnv(BatchedMujocoEnv):
     uses_object = True
     #: whether the policy commands the gripper; Push holds the fingers closed (a pusher)
     gripper_action = True
-    #: home pose of the arm joints (gripper above the table centre, pointing down)
-    home = np.array([0.0, 0.5, 1.7, 0.95, 0.0])
     table_z = TABLE_Z
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         n, m, cfg = self.num_envs, self.model, self.cfg
-        self._arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
-        self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
-        self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ("finger_l", "finger_r")])
-        self._finger_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ("finger_l", "finger_r")])
-        self._arm_act = np.array([m.actuator(j).id for j in ARM_JOINTS])
-        self._grip_act = m.actuator("gripper").id
-        self._ctrl_lo = m.actuator_ctrlrange[self._arm_act, 0].copy()
-        self._ctrl_hi = m.actuator_ctrlrange[self._arm_act, 1].copy()
-        self._jnt_lo = m.jnt_range[[m.joint(j).id for j in ARM_JOINTS], 0].copy()
-        self._jnt_hi = m.jnt_range[[m.joint(j).id for j in ARM_JOINTS], 1].copy()
         obj_joint = m.joint("object").id
         self._obj_qpos = m.jnt_qposadr[obj_joint]
         self._obj_dof = m.jnt_dofadr[obj_joint]
         self._obj_geom = m.geom("object").id
         self._obj_body = m.body("object").id
-        self._base_body = m.body("arm_base").id
-        self._ee_site = m.site("ee").id
         self._target_mocap = m.body_mocapid[m.body("target").id]
-        self._pad_adr = np.array([m.sensor_adr[m.sensor(s).id] for s in ("pad_l", "pad_r")])
         self.site_xpos = self.batch.bind("site_xpos")
         self.site_xmat = self.batch.bind("site_xmat")
         self.xpos = self.batch.bind("xpos")
@@ -145,7 +157,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self._geom_aabb = self.model_field("geom_aabb")
 
         # per-env task state
-        self.joint_target = np.zeros((n, len(ARM_JOINTS)))
+        self.joint_target = np.zeros((n, len(self.arm.names)))
         self.target = np.zeros((n, 3))  # world frame
         self.object_half = np.full(n, cfg.object_size.hi)
         self.object_rest_z = np.zeros(n)  # world z of the object's centre resting on the table
@@ -159,20 +171,31 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.drops = np.zeros(n, np.int64)
         self.lifted_grasp = np.zeros(n, bool)
         self.off_table = np.zeros(n, bool)
+        self._check_reach()
 
     # ------------------------------------------------------------------ spec
+    def _robots(self) -> list[RobotSpec]:
+        """The robot specs composed into the scene, in attachment order."""
+        return [self.cfg.robot]
+
     def _build_model(self) -> mujoco.MjModel:
-        return build_model(*self.scene)
+        model = compose(scene_mjspec(*self.scene), self._robots(), self.scene[1])
+        #: the arm's and gripper's indices in the model (robolearn.envs.robots.handles)
+        self.arm = ArmHandles(model, self.cfg.robot)
+        self.gripper = GripperHandles(model, self.cfg.robot)
+        return model
 
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Names, scale and offset of the actions (robot command = action * scale + offset): the
-        joint deltas, then (unless ``gripper_action`` is off) the finger travel, -1 open, +1 closed."""
-        names = [f"{j}_delta_rad" for j in ARM_JOINTS]
-        scale, offset = [self.cfg.delta_scale] * len(ARM_JOINTS), [0.0] * len(ARM_JOINTS)
+        joint deltas (the robot's joint names, rad or m), then (unless ``gripper_action`` is off)
+        the gripper's open fraction, -1 open, +1 closed."""
+        arm = self.arm
+        names = [f"{j}_delta_{unit}" for j, unit in zip(arm.names, arm.units)]
+        scale, offset = [self.cfg.delta_scale] * len(names), [0.0] * len(names)
         if self.gripper_action:
             names.append(GRIPPER_COMMAND)
-            scale.append(-FINGER_OPEN / 2)
-            offset.append(FINGER_OPEN / 2)
+            scale.append(-0.5)
+            offset.append(0.5)
         return names, np.array(scale), np.array(offset)
 
     def _fixed_commands(self) -> dict[str, float]:
@@ -185,28 +208,54 @@ class ArmTaskEnv(BatchedMujocoEnv):
         return {"object_size": 1.0, "workspace": 1.0}
 
     def _obs_terms(self) -> dict[str, dict[str, int]]:
-        nj, na = len(ARM_JOINTS), len(self._action_spec()[0])
+        nj, na = len(self.arm.names), len(self._action_spec()[0])
         policy = {"joint_pos": nj, "joint_vel": nj, "gripper": 2, "ee_pose": 9, "object_pos": 3,
                   "object_rot": 6, "object_vel": 3, "target": 3, "last_action": na}
-        critic = {**policy, "contact_forces": 2, "grasped": 1, "object_size": 1, "object_position": 3,
+        critic = {**policy, "contact_forces": len(self.gripper.touch), "grasped": 1, "object_size": 1, "object_position": 3,
                   "target_position": 3}
         return {"policy": policy, "critic": critic}
+
+    # ------------------------------------------------------------------ reach
+    def task_regions(self) -> dict[str, tuple[Region, bool]]:
+        """The regions the end effector must reach (config key -> region in the arm-base frame,
+        whether with the gripper pointing down): where the cube lies (pointing down to grasp it)
+        and where the target is (any orientation)."""
+        regions = {"target_region": (self.cfg.target_region, False)}
+        if self.uses_object:
+            regions = {"object_region": (self.cfg.object_region, self.gripper_action), **regions}
+        return regions
+
+    def _check_reach(self) -> None:
+        """RobotSpecError when a corner or the centre of a task region is out of the arm's reach
+        (checked once per robot, scene and regions; the IK is :func:`robolearn.envs.robots.check.ik`)."""
+        regions = self.task_regions()
+        key = json.dumps([self.cfg.robot.model_dump(mode="json"), self.scene,
+                          {k: [r.model_dump(mode="json"), down] for k, (r, down) in regions.items()}], sort_keys=True)
+        if key not in _REACH_CHECKED:
+            _REACH_CHECKED[key] = unreachable_points(self, regions)
+        for name, (point, error) in _REACH_CHECKED[key].items():
+            raise RobotSpecError(f"env.{name}: the point {np.round(point, 3).tolist()} (arm-base frame, z above the "
+                                 f"table) is out of reach of robot {self.cfg.robot.name!r} ({error * 100:.1f} cm short"
+                                 f"{' with the gripper pointing down' if regions[name][1] else ''}); move the region "
+                                 f"or the robot's mount (robolearn robot check shows its workspace)")
 
     # ------------------------------------------------------------------ frames
     def base_frame(self) -> tuple[np.ndarray, np.ndarray]:
         """Arm-base position (N, 3) and rotation (N, 3, 3) in the world."""
-        return self.xpos[:, self._base_body], self.xmat[:, self._base_body].reshape(-1, 3, 3)
+        base = self.arm.base_body
+        return self.xpos[:, base], self.xmat[:, base].reshape(-1, 3, 3)
 
     @property
     def ee_pos(self) -> np.ndarray:
-        return self.site_xpos[:, self._ee_site]
+        return self.site_xpos[:, self.arm.ee_site]
 
     @property
     def object_pos(self) -> np.ndarray:
         return self.qpos[:, self._obj_qpos:self._obj_qpos + 3]
 
     def pad_forces(self) -> np.ndarray:
-        return self.sensordata[:, self._pad_adr]
+        """Contact forces (N, k) on the gripper's grasp geoms (their touch sensors)."""
+        return self.sensordata[:, self.gripper.touch]
 
     def world_of(self, local: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Arm-base-frame points (k, 3) (z above the table top) to world points, for envs ``ids``."""
@@ -227,18 +276,18 @@ class ArmTaskEnv(BatchedMujocoEnv):
         return mid + rng.uniform(-1.0, 1.0, (k, 3)) * half * spread
 
     def _reset_arm(self, ids: np.ndarray) -> None:
-        k, rng = ids.size, self.np_random
-        q = self.home + rng.uniform(-1.0, 1.0, (k, len(ARM_JOINTS))) * self.cfg.home_noise
-        q = np.clip(q, self._ctrl_lo, self._ctrl_hi)
+        k, rng, arm, gripper = ids.size, self.np_random, self.arm, self.gripper
+        q = arm.home + rng.uniform(-1.0, 1.0, (k, len(arm.names))) * self.cfg.home_noise
+        q = np.clip(q, arm.ctrl_lo, arm.ctrl_hi)
         qpos = self.qpos[ids]
-        qpos[:, self._arm_qpos] = q
-        grip = FINGER_OPEN if self.gripper_action else self.fixed_commands[GRIPPER_COMMAND]
-        qpos[:, self._finger_qpos] = grip
+        qpos[:, arm.qpos] = q
+        grip = np.full(k, 1.0 if self.gripper_action else self.fixed_commands[GRIPPER_COMMAND])
+        qpos[:, gripper.qpos] = gripper.targets(grip)
         self.qpos[ids] = qpos
         self.joint_target[ids] = q
         ctrl = self.ctrl[ids]
-        ctrl[:, self._arm_act] = q
-        ctrl[:, self._grip_act] = grip
+        ctrl[:, arm.actuators] = q
+        ctrl[:, gripper.actuators] = gripper.ctrl(grip)
         self.ctrl[ids] = ctrl
 
     def _resize_object(self, ids: np.ndarray) -> np.ndarray:
@@ -314,12 +363,14 @@ class ArmTaskEnv(BatchedMujocoEnv):
 
     # ------------------------------------------------------------------ step
     def _apply_arm_actions(self, actions: np.ndarray) -> None:
-        self.joint_target = np.clip(self.joint_target + actions[:, :5] * self.cfg.delta_scale, self._ctrl_lo, self._ctrl_hi)
-        self.ctrl[:, self._arm_act] = self.joint_target
+        arm, nj = self.arm, len(self.arm.names)
+        self.joint_target = np.clip(self.joint_target + actions[:, :nj] * self.cfg.delta_scale, arm.ctrl_lo, arm.ctrl_hi)
+        self.ctrl[:, arm.actuators] = self.joint_target
         if self.gripper_action:
-            self.ctrl[:, self._grip_act] = actions[:, 5] * self.action_scale[-1] + self.action_offset[-1]
+            fraction = actions[:, nj] * self.action_scale[-1] + self.action_offset[-1]
         else:
-            self.ctrl[:, self._grip_act] = self.fixed_commands[GRIPPER_COMMAND]
+            fraction = np.full(self.num_envs, self.fixed_commands[GRIPPER_COMMAND])
+        self.ctrl[:, self.gripper.actuators] = self.gripper.ctrl(fraction)
 
     def _apply_actions(self, actions: np.ndarray) -> None:
         self._apply_arm_actions(actions)
@@ -349,7 +400,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         """The ``action_rate`` and ``joint_limit`` terms every arm task has (updates the previous action)."""
         rate = reward_action_rate(actions, self.prev_action)
         self.prev_action = actions.astype(np.float64).copy()
-        limit = reward_joint_limit(self.qpos[:, self._arm_qpos], self._jnt_lo, self._jnt_hi, 0.1)
+        limit = reward_joint_limit(self.qpos[:, self.arm.qpos], self.arm.jnt_lo, self.arm.jnt_hi, 0.1)
         return {"action_rate": rate, "joint_limit": limit}
 
     def _held_success(self, within: np.ndarray) -> np.ndarray:
@@ -378,17 +429,15 @@ class ArmTaskEnv(BatchedMujocoEnv):
     def _observe(self) -> dict[str, np.ndarray]:
         base_pos, rot = self.base_frame()
         ee = self.ee_pos
-        ee_rot = np.einsum("nji,njk->nik", rot, self.site_xmat[:, self._ee_site].reshape(-1, 3, 3))
+        ee_rot = np.einsum("nji,njk->nik", rot, self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3))
         obj = self.object_pos
         obj_rot = np.einsum("nji,njk->nik", rot, self.xmat[:, self._obj_body].reshape(-1, 3, 3))
         obj_vel = self.qvel[:, self._obj_dof:self._obj_dof + 3]
-        fingers = self.qpos[:, self._finger_qpos]
-        finger_vel = self.qvel[:, self._finger_dof]
         forces = self.pad_forces()
         return {
-            "joint_pos": self.qpos[:, self._arm_qpos],
-            "joint_vel": self.qvel[:, self._arm_dof],
-            "gripper": np.stack([fingers.sum(-1) / (2 * FINGER_OPEN), finger_vel.sum(-1)], axis=-1),
+            "joint_pos": self.qpos[:, self.arm.qpos],
+            "joint_vel": self.qvel[:, self.arm.dof],
+            "gripper": np.stack([self.gripper.fraction(self.qpos), self.gripper.fraction_rate(self.qvel)], axis=-1),
             "ee_pose": np.concatenate([to_frame(ee - base_pos, rot),
                                        ee_rot[:, :, 0], ee_rot[:, :, 2]], axis=-1),
             "object_pos": to_frame(obj - ee, rot),

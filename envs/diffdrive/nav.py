@@ -1,13 +1,14 @@
 """``robolearn/Nav-v0``: PointGoal navigation of a differential-drive base among obstacles.
 
-The robot (two velocity-controlled wheels, two casters) starts at a random collision-free pose in
+The robot (a differential-drive base spec, ``env.robot``: default the bundled ``diffdrive``, two
+velocity-controlled wheels and two casters; any base spec fits, e.g. ``kobuki`` from URDF) starts at a random collision-free pose in
 a walled arena with 4-8 randomly placed obstacles (cylinders and rotated boxes of varied size) and
 must reach a goal 1.5-5 m away. Obstacles keep a gap wider than the robot between each other and
 from the walls, so every layout is solvable.
 
 Observations (``policy``): goal in the robot frame (distance, cos and sin of the bearing), forward
 speed and yaw rate, a ring of lidar ranges (batched ray casting against walls and obstacles,
-metres, clipped at the range), the previous action. ``critic`` adds the base pose and goal
+metres, clipped at the range, from the spec's ``sensor_pos``), the previous action. ``critic`` adds the base pose and goal
 position in the arena frame.
 Actions: left and right wheel velocity in [-1, 1] x ``max_wheel_speed``.
 Reward terms (``NavRewards``, weighted by ``env.rewards``): success, slack, progress, collision.
@@ -17,19 +18,21 @@ success, SPL, collisions, and each reward term's sum.
 
 from __future__ import annotations
 
-from importlib import resources
-
 import mujoco
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from robolearn.config import EnvConfig, IntRange, Range, StrictModel
 from robolearn.envs.core import BatchedMujocoEnv
 from robolearn.envs.rewards import count_collisions, reward_collision, reward_progress, reward_slack, reward_success
+from robolearn.envs.robots import BaseHandles, RobotSpec, compose, resolve_robot_ref, robot_field, scene_mjspec
 from robolearn.envs.sampling import first_valid, rejection_sample
 
 NUM_OBSTACLE_SLOTS = 8
-ROBOT_RADIUS = 0.2  # chassis radius 0.18 m plus a margin; used for clearance when sampling
+#: clearance radius the config checks assume (the bundled base: 0.18 m chassis plus a margin); the
+#: env samples layouts with its robot's own footprint plus ``CLEARANCE_MARGIN``
+ROBOT_RADIUS = 0.2
+CLEARANCE_MARGIN = 0.02
 _PARKED_Z = -5.0  # unused obstacle slots sit below the floor, out of reach of robot and lidar
 
 
@@ -68,16 +71,18 @@ class NavLidar(StrictModel):
     range: float = Field(3.0, gt=0.0)
 
 
-def start_goal_half_width(arena_size: float) -> float:
+def start_goal_half_width(arena_size: float, robot_radius: float = ROBOT_RADIUS) -> float:
     """Half side (metres) of the square start and goal positions are drawn from: the arena less
     the robot's clearance and a margin. The config check and the sampler both use it."""
-    return arena_size / 2 - ROBOT_RADIUS - 0.05
+    return arena_size / 2 - robot_radius - 0.05
 
 
 class NavConfig(EnvConfig):
     """``robolearn/Nav-v0`` settings (the ``env`` section of an experiment)."""
 
     task: str = "robolearn/Nav-v0"
+    robot: RobotSpec = robot_field("diffdrive", "the differential-drive base: a bundled robot's name, a robot "
+                                   "spec .yaml or the spec itself")
     arena_size: float = Field(6.0, gt=1.0, description="inner side of the square arena, metres")
     obstacles: NavObstacles = Field(default_factory=NavObstacles)
     goal_distance: Range = Field(default_factory=lambda: Range(lo=1.5, hi=5.0))
@@ -89,8 +94,14 @@ class NavConfig(EnvConfig):
     collision_force: float = Field(1e-3, ge=0.0, description="bumper force (N) above which a step counts as a collision")
     rewards: NavRewards = Field(default_factory=NavRewards)
 
+    @field_validator("robot", mode="before")
+    @classmethod
+    def _resolve_robot(cls, value):
+        return resolve_robot_ref(value)
+
     @model_validator(mode="after")
     def _geometry(self) -> "NavConfig":
+        self.robot.require("base")
         lo, hi = self.goal_distance.lo, self.goal_distance.hi
         if lo <= 0:
             raise ValueError(f"goal_distance must be positive, got [{lo}, {hi}]")
@@ -132,9 +143,12 @@ class NavEnv(BatchedMujocoEnv):
         self._obstacle_mocap = np.array([model.body_mocapid[model.body(name).id] for name in obstacle_names])
         self._obstacle_is_box = model.geom_type[self._obstacle_geoms] == mujoco.mjtGeom.mjGEOM_BOX
         self._goal_mocap = model.body_mocapid[model.body("goal").id]
-        self._bumper = model.sensor_adr[model.sensor("bumper").id]
-        self._lidar_height = 0.05 + model.site("lidar").pos[2]
-        self._base_body = model.body("base").id
+        base = self.base
+        self._bumper = base.bumper
+        self._lidar_height = base.rest_height + base.sensor_offset[2]
+        self._base_body = base.body
+        #: clearance kept around the robot when sampling layouts: its footprint plus a margin
+        self.robot_radius = base.footprint + CLEARANCE_MARGIN
         angles = np.linspace(0.0, 2.0 * np.pi, nray, endpoint=False)
         self._ray_cos, self._ray_sin = np.cos(angles), np.sin(angles)
         self._ray_groups = np.array([1, 1, 0, 0, 0, 0], np.uint8)  # walls and obstacles
@@ -157,9 +171,10 @@ class NavEnv(BatchedMujocoEnv):
         self.lidar = np.zeros((n, nray))
 
     def _build_model(self) -> mujoco.MjModel:
-        xml = resources.files("robolearn.envs.diffdrive").joinpath("nav_arena.xml").read_text()
-        model = mujoco.MjModel.from_xml_string(xml)
+        model = compose(scene_mjspec("robolearn.envs.diffdrive", "nav_arena.xml"), [self.cfg.robot], "nav_arena.xml")
         self._size_arena(model, self.cfg.arena_size)
+        #: the base's indices in the model (robolearn.envs.robots.handles)
+        self.base = BaseHandles(model, self.cfg.robot)
         return model
 
     def _obs_terms(self) -> dict[str, dict[str, int]]:
@@ -168,7 +183,7 @@ class NavEnv(BatchedMujocoEnv):
         return {"policy": policy_terms, "critic": {**policy_terms, "base_pose": 4, "goal_position": 2}}
 
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        return (["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"], np.full(2, self.cfg.max_wheel_speed),
+        return ([f"{w}_velocity_rad_s" for w in self.cfg.robot.base.wheels], np.full(2, self.cfg.max_wheel_speed),
                 np.zeros(2))
 
     def _layout_nominal(self) -> dict[str, float]:
@@ -192,7 +207,7 @@ class NavEnv(BatchedMujocoEnv):
     def _sample_start_goal(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Start and goal positions (k, 2) inside the arena, ``goal_distance`` apart (the upper end
         per env from the ``goal_distance`` layout parameter), 32 candidate pairs per round."""
-        rng, half = self.np_random, start_goal_half_width(self.cfg.arena_size)
+        rng, half = self.np_random, start_goal_half_width(self.cfg.arena_size, self.robot_radius)
         hi = self.layout_params["goal_distance"][ids, None]
         lo = np.minimum(self.cfg.goal_distance.lo, hi)
 
@@ -227,7 +242,7 @@ class NavEnv(BatchedMujocoEnv):
         yaw = rng.uniform(-np.pi, np.pi, (k, NUM_OBSTACLE_SLOTS))
         xy = np.zeros((k, NUM_OBSTACLE_SLOTS, 2))
         radius = np.zeros((k, NUM_OBSTACLE_SLOTS))
-        keep_clear = ROBOT_RADIUS + 0.1
+        keep_clear = self.robot_radius + 0.1
         for j in range(NUM_OBSTACLE_SLOTS):
             r = bound[:, j, None]  # (k, 1)
             lim = np.maximum(half - cfg.gap - r, 0.0)
@@ -249,13 +264,13 @@ class NavEnv(BatchedMujocoEnv):
         xy, size, yaw, radius = self._sample_obstacles(ids, start, goal)
         heading = rng.uniform(-np.pi, np.pi, k)
 
-        # robot: free joint at the start pose, wheels at rest
-        qpos = self.qpos[ids]
-        qpos[:, 0:2] = start
-        qpos[:, 2] = 0.05
-        qpos[:, 3], qpos[:, 6] = np.cos(heading / 2), np.sin(heading / 2)
-        qpos[:, 4:6] = 0.0
-        qpos[:, 7:] = 0.0
+        # robot: free joint at the start pose (resting on the floor), wheels at rest
+        qpos, b = self.qpos[ids], self.base.qpos
+        qpos[:, b:b + 2] = start
+        qpos[:, b + 2] = self.base.rest_height
+        qpos[:, b + 3], qpos[:, b + 6] = np.cos(heading / 2), np.sin(heading / 2)
+        qpos[:, b + 4:b + 6] = 0.0
+        qpos[:, self.base.joint_qpos] = 0.0
         self.qpos[ids] = qpos
         self.qvel[ids] = 0.0
         self.ctrl[ids] = 0.0
@@ -297,10 +312,10 @@ class NavEnv(BatchedMujocoEnv):
 
     # ------------------------------------------------------------------ step
     def _apply_actions(self, actions: np.ndarray) -> None:
-        self.ctrl[:] = actions * self.action_scale + self.action_offset
+        self.ctrl[:, self.base.wheel_actuators] = actions * self.action_scale + self.action_offset
 
     def _reward_and_termination(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        xy = self.qpos[:, 0:2]
+        xy = self.base_xy
         distance = np.linalg.norm(self.goal - xy, axis=-1)
         reached = distance < self.cfg.success_radius
         collision = reward_collision(self.sensordata[:, self._bumper], self.cfg.collision_force)
@@ -318,12 +333,22 @@ class NavEnv(BatchedMujocoEnv):
         spl = self.episode_success[ids] * shortest / np.maximum(self.path_length[ids], shortest)
         return {"spl": spl, "collisions": self.collisions[ids].astype(np.float64)}
 
+    @property
+    def base_xy(self) -> np.ndarray:
+        return self.qpos[:, self.base.qpos:self.base.qpos + 2]
+
+    @property
+    def base_yaw(self) -> np.ndarray:
+        return yaw_of(self.qpos[:, self.base.qpos + 3:self.base.qpos + 7])
+
     def _scan_lidar(self) -> np.ndarray:
         """Ranges (N, rays) of the lidar ring at the robot's heading, clipped at the range."""
-        yaw = yaw_of(self.qpos[:, 3:7])
+        yaw = self.base_yaw
         c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
-        self._ray_pnt[:, :, 0] = self.qpos[:, 0, None]
-        self._ray_pnt[:, :, 1] = self.qpos[:, 1, None]
+        ox, oy = self.base.sensor_offset[:2]
+        xy = self.base_xy
+        self._ray_pnt[:, :, 0] = xy[:, 0, None] + c * ox - s * oy
+        self._ray_pnt[:, :, 1] = xy[:, 1, None] + s * ox + c * oy
         self._ray_pnt[:, :, 2] = self._lidar_height
         self._ray_vec[:, :, 0] = c * self._ray_cos - s * self._ray_sin
         self._ray_vec[:, :, 1] = s * self._ray_cos + c * self._ray_sin
@@ -334,17 +359,17 @@ class NavEnv(BatchedMujocoEnv):
         return self.lidar
 
     def _observe(self) -> dict[str, np.ndarray]:
-        xy, yaw = self.qpos[:, 0:2], yaw_of(self.qpos[:, 3:7])
+        xy, yaw, v = self.base_xy, self.base_yaw, self.base.dof
         c, s = np.cos(yaw), np.sin(yaw)
         delta = self.goal - xy
         goal_x = c * delta[:, 0] + s * delta[:, 1]  # goal in the robot frame
         goal_y = -s * delta[:, 0] + c * delta[:, 1]
         distance = np.hypot(goal_x, goal_y)
         safe = np.maximum(distance, 1e-6)
-        forward_speed = c * self.qvel[:, 0] + s * self.qvel[:, 1]
+        forward_speed = c * self.qvel[:, v] + s * self.qvel[:, v + 1]
         terms = {
             "goal": np.stack([distance, goal_x / safe, goal_y / safe], axis=-1),
-            "velocity": np.stack([forward_speed, self.qvel[:, 5]], axis=-1),
+            "velocity": np.stack([forward_speed, self.qvel[:, v + 5]], axis=-1),
             "lidar": self._scan_lidar(),
             "last_action": self.last_action,
             "base_pose": np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1),

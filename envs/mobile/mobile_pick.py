@@ -1,7 +1,7 @@
 """``robolearn/MobilePick-v0``: drive to a table, pick the cube, bring it to a drop zone.
 
-The mobile manipulator (the differential-drive base of Nav-v0, enlarged, carrying the 5-DOF arm)
-starts at a random pose in a walled 4 m x 4 m arena; a table with the cube on it and a drop zone
+The mobile manipulator (a differential-drive base spec, ``env.base``, default the bundled
+``diffdrive_large``, carrying the arm spec ``env.robot`` at its ``arm_mount`` site) starts at a random pose in a walled 4 m x 4 m arena; a table with the cube on it and a drop zone
 on the floor are placed at random, ``table_distance`` and ``zone_distance`` away.
 Success: the cube held in the gripper with its centre over the drop zone (within ``zone_radius`` in
 the floor plane) for ``hold_steps`` consecutive steps; the zone never overlaps the table. The
@@ -23,7 +23,8 @@ joint-limit and collision penalties.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+
 from robolearn.config import Range, StrictModel
 from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv
 from robolearn.envs.diffdrive.nav import yaw_of
@@ -38,8 +39,10 @@ from robolearn.envs.rewards import (
     reward_success,
     reward_velocity_toward,
 )
+from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, resolve_robot_ref, robot_field
 from robolearn.envs.sampling import rejection_sample
 
+#: the largest base footprint radius the layout makes room for, metres
 ROBOT_RADIUS = 0.3
 TABLE_HALF = 0.25
 # metres from the table centre: the closest start (clear of the table within ~25 deg of a side's
@@ -69,6 +72,8 @@ class MobilePickRewards(StrictModel):
 
 class MobilePickConfig(ArmTaskConfig):
     task: str = "robolearn/MobilePick-v0"
+    base: RobotSpec = robot_field("diffdrive_large", "the differential-drive base carrying the arm (env.robot, "
+                                  "mounted at the site its mount names): a name, a spec .yaml or the spec")
     episode_seconds: float = Field(15.0, gt=0.0)
     arena_size: float = Field(4.0, gt=2.0)
     table_distance: Range = Field(default_factory=lambda: Range(lo=0.8, hi=1.5),
@@ -85,8 +90,14 @@ class MobilePickConfig(ArmTaskConfig):
     carry_std: float = Field(0.5, gt=0.0)
     rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
 
+    @field_validator("base", mode="before")
+    @classmethod
+    def _resolve_base(cls, value):
+        return resolve_robot_ref(value)
+
     @model_validator(mode="after")
     def _layout_fits(self) -> MobilePickConfig:
+        self.base.require("base", key="env.base")
         if self.table_distance.lo < CLOSEST_START:
             raise ValueError(f"table_distance.lo={self.table_distance.lo} m: the base starts at least "
                              f"{CLOSEST_START} m from the table centre (table half side + robot radius + 5 cm)")
@@ -111,22 +122,33 @@ class MobilePickEnv(ArmTaskEnv):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         m, n = self.model, self.num_envs
-        self._base_qpos = m.jnt_qposadr[m.joint("base").id]
-        self._base_dof = m.jnt_dofadr[m.joint("base").id]
-        self._wheel_act = np.array([m.actuator("wheel_l").id, m.actuator("wheel_r").id])
-        self._wheel_qpos = np.array([m.jnt_qposadr[m.joint(w).id] for w in ("wheel_l", "wheel_r")])
+        self.base = base = BaseHandles(m, self.cfg.base)
+        if base.footprint > ROBOT_RADIUS:
+            raise RobotSpecError(f"env.base: robot {self.cfg.base.name!r} has a {base.footprint:.2f} m footprint "
+                                 f"radius; MobilePick's layout makes room for {ROBOT_RADIUS:.2f} m")
+        self._base_qpos = base.qpos
+        self._base_dof = base.dof
+        self._wheel_act = base.wheel_actuators
         self._table_mocap = m.body_mocapid[m.body("table").id]
-        self._bumper = m.sensor_adr[m.sensor("bumper").id]
-        self._mount_site = m.site("arm_mount").id
+        self._bumper = base.bumper
+        self._mount_site = m.site(self.cfg.robot.mount.site).id
         self.table = np.zeros((n, 2))
         self.nav_distance = np.zeros(n)
         self.carry_distance = np.zeros(n)
         self.collisions = np.zeros(n, np.int64)
         self.in_collision = np.zeros(n, bool)
 
+    def _robots(self) -> list[RobotSpec]:
+        return [self.cfg.base, self.cfg.robot]
+
+    def task_regions(self) -> dict:
+        """None: the base drives to the cube and the zone, so no region is fixed in the arm's frame."""
+        return {}
+
     def _action_spec(self):
         names, scale, offset = super()._action_spec()
-        return (["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s", *names],
+        wheels = [f"{w}_velocity_rad_s" for w in self.cfg.base.base.wheels]
+        return ([*wheels, *names],
                 np.concatenate([[self.cfg.max_wheel_speed] * 2, scale]), np.concatenate([[0.0, 0.0], offset]))
 
     def _obs_terms(self):
@@ -194,10 +216,10 @@ class MobilePickEnv(ArmTaskEnv):
         qpos = self.qpos[ids]
         b = self._base_qpos
         qpos[:, b:b + 2] = start
-        qpos[:, b + 2] = 0.06
+        qpos[:, b + 2] = self.base.rest_height
         qpos[:, b + 3], qpos[:, b + 6] = np.cos(heading / 2), np.sin(heading / 2)
         qpos[:, b + 4:b + 6] = 0.0
-        qpos[:, self._wheel_qpos] = 0.0
+        qpos[:, self.base.wheel_qpos] = 0.0
         self.qpos[ids] = qpos
         self.mocap_pos[ids, self._table_mocap, :2] = table
         self.mocap_pos[ids, self._table_mocap, 2] = self.table_z / 2
