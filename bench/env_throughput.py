@@ -10,7 +10,7 @@ For each task and N parallel envs, with random actions, in one run:
             what a gymnasium user gets without robolearn (SyncVectorEnv over the single-env view).
 
     python bench/env_throughput.py [--tasks Nav-v0 PickPlace-v0] [--envs 64 256 1024] [--seconds 3]
-    python bench/env_throughput.py --tasks PickPlace-v0 --robot fetch --envs 256   (a robot spec)
+    python bench/env_throughput.py --config configs/fetch_pickplace.yaml --envs 256   (a config's env)
 
 Run it alone: on 2 cores a figure taken beside another job is void.
 """
@@ -87,15 +87,21 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["Nav-v0", "PickPlace-v0"])
     parser.add_argument("--envs", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
-    parser.add_argument("--robot", help="robot spec for every task (a bundled name or a spec .yaml)")
+    parser.add_argument("--config", help="an experiment config: its env section (task, robot, layout) replaces "
+                        "--tasks")
     args = parser.parse_args()
-    env_kwargs = {"robot": args.robot} if args.robot else {}
+    env_kwargs, label = {}, ""
+    if args.config:
+        from robolearn.config import load_config
+
+        env = load_config(args.config, []).env
+        args.tasks, label = [env.task], f", {args.config}"
+        env_kwargs = env.model_dump(exclude={"task", "num_envs"})
 
     for name in args.tasks:
         task = name if "/" in name else f"robolearn/{name}"
         env_cls = get_task(task).env_cls
-        robot = f", robot {args.robot}" if args.robot else ""
-        print(f"{task} env steps/s{robot}, random actions, {os.cpu_count()} CPUs, mujoco {mujoco.__version__}")
+        print(f"{task} env steps/s{label}, random actions, {os.cpu_count()} CPUs, mujoco {mujoco.__version__}")
         header = f"{'N':>6} {'raw physics':>12} {'robolearn':>10} {'% of raw':>9} {'gym sync':>10} {'vs sync':>8}"
         print(header)
         print("-" * len(header))

@@ -308,3 +308,27 @@ def test_a_fetch_policy_exports_with_the_fetch_joint_names(tmp_path, capsys):
     assert names == [f"{j}_delta_rad" for j in FETCH_JOINTS] + ["gripper_open_fraction"]
     command = runner.step(np.zeros(runner.contract["obs"]["dim"], np.float32))
     assert command.shape == (8,) and np.isfinite(command).all()
+
+
+def test_an_end_effector_given_as_a_body_and_offset_is_a_site_there():
+    from_body = spec("arm5", arm__ee_site=None, arm__ee_body="hand", arm__ee_offset=[0.0, 0.0, 0.08])
+    with_body, with_site = ReachEnv(num_envs=1, nthread=1, robot=from_body), ReachEnv(num_envs=1, nthread=1)
+    for env in (with_body, with_site):
+        env.reset(seed=0)
+    np.testing.assert_allclose(with_body.ee_pos, with_site.ee_pos, atol=1e-12)  # arm5's ee site: hand + 8 cm
+
+
+@pytest.mark.parametrize("name", ["urdf_nav", pytest.param("fetch_reach", marks=needs_fetch),
+                                  pytest.param("fetch_pickplace", marks=needs_fetch)])
+def test_robot_configs_build_their_env_with_adr(name):
+    from pathlib import Path
+
+    from robolearn.envs import make_env
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml",
+                         ["env.num_envs=4", "env.nthread=1"])
+    env = make_env(config.env, seed=0, randomization=config.randomization)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, *_ = env.step(np.zeros((4, env.single_action_space.shape[0])))
+    assert np.isfinite(obs["critic"]).all() and np.isfinite(reward).all()

@@ -174,12 +174,12 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self._check_reach()
 
     # ------------------------------------------------------------------ spec
-    def _robots(self) -> list[RobotSpec]:
+    def robot_specs(self) -> list[RobotSpec]:
         """The robot specs composed into the scene, in attachment order."""
         return [self.cfg.robot]
 
     def _build_model(self) -> mujoco.MjModel:
-        model = compose(scene_mjspec(*self.scene), self._robots(), self.scene[1])
+        model = compose(scene_mjspec(*self.scene), self.robot_specs(), self.scene[1])
         #: the arm's and gripper's indices in the model (robolearn.envs.robots.handles)
         self.arm = ArmHandles(model, self.cfg.robot)
         self.gripper = GripperHandles(model, self.cfg.robot)

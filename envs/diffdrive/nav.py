@@ -170,8 +170,13 @@ class NavEnv(BatchedMujocoEnv):
         self._prev_xy = np.zeros((n, 2))
         self.lidar = np.zeros((n, nray))
 
+    def robot_specs(self) -> list[RobotSpec]:
+        """The robot specs composed into the scene: the base."""
+        return [self.cfg.robot]
+
     def _build_model(self) -> mujoco.MjModel:
-        model = compose(scene_mjspec("robolearn.envs.diffdrive", "nav_arena.xml"), [self.cfg.robot], "nav_arena.xml")
+        scene = "nav_arena.xml"
+        model = compose(scene_mjspec("robolearn.envs.diffdrive", scene), self.robot_specs(), scene)
         self._size_arena(model, self.cfg.arena_size)
         #: the base's indices in the model (robolearn.envs.robots.handles)
         self.base = BaseHandles(model, self.cfg.robot)

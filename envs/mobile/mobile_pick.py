@@ -138,7 +138,7 @@ class MobilePickEnv(ArmTaskEnv):
         self.collisions = np.zeros(n, np.int64)
         self.in_collision = np.zeros(n, bool)
 
-    def _robots(self) -> list[RobotSpec]:
+    def robot_specs(self) -> list[RobotSpec]:
         return [self.cfg.base, self.cfg.robot]
 
     def task_regions(self) -> dict:

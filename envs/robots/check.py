@@ -17,8 +17,8 @@ import numpy as np
 
 from robolearn.envs.robots.handles import ArmHandles, joint_unit
 
-_JOINT_TYPES = {mujoco.mjtJoint.mjJNT_HINGE: "hinge", mujoco.mjtJoint.mjJNT_SLIDE: "slide",
-                mujoco.mjtJoint.mjJNT_BALL: "ball", mujoco.mjtJoint.mjJNT_FREE: "free"}
+_JOINT_TYPES = {int(mujoco.mjtJoint.mjJNT_HINGE): "hinge", int(mujoco.mjtJoint.mjJNT_SLIDE): "slide",
+                int(mujoco.mjtJoint.mjJNT_BALL): "ball", int(mujoco.mjtJoint.mjJNT_FREE): "free"}
 
 
 def ik(model: mujoco.MjModel, data: mujoco.MjData, arm: ArmHandles, goal: np.ndarray, q0: np.ndarray,
@@ -83,13 +83,14 @@ class CheckReport:
                                               "stability", "problems")}
 
     def format(self) -> str:
+        width = max([len(j["name"]) for j in self.joints] + [5]) + 2
         lines = [f"robot {self.robot} in {self.task}", "",
-                 f"{'joint':<32} {'type':<6} {'range':<22} {'actuator':<28} {'force limit':<12}"]
+                 f"{'joint':<{width}}{'type':<7}{'range':<20}{'force limit':<13}{'damping':<9}{'armature':<10}actuator"]
         for j in self.joints:
             rng = "unlimited" if j["range"] is None else f"[{j['range'][0]:.3g}, {j['range'][1]:.3g}] {j['unit']}"
-            act = j["actuator"] or "-"
             force = "-" if j["force_limit"] is None else f"{j['force_limit']:.3g}"
-            lines.append(f"{j['name']:<32} {j['type']:<6} {rng:<22} {act:<28} {force:<12}")
+            lines.append(f"{j['name']:<{width}}{j['type']:<7}{rng:<20}{force:<13}{j['damping']:<9.3g}"
+                         f"{j['armature']:<10.3g}{j['actuator'] or '-'}")
         lines.append("")
         lines.append("masses (kg): " + ", ".join(f"{k} {v:.3g}" for k, v in self.masses.items()))
         if self.workspace:
@@ -98,8 +99,9 @@ class CheckReport:
                          f"x [{w['lo'][0]:.2f}, {w['hi'][0]:.2f}] y [{w['lo'][1]:.2f}, {w['hi'][1]:.2f}] "
                          f"z [{w['lo'][2]:.2f}, {w['hi'][2]:.2f}] m, reach {w['reach']:.2f} m")
             for name, r in w.get("regions", {}).items():
+                how = "gripper pointing down, " if r["pointing_down"] else ""
                 lines.append(f"  {name}: {r['reachable']:.0%} of {r['points']} points reachable "
-                             f"(gripper pointing down, worst error {r['worst_error_m'] * 100:.1f} cm)")
+                             f"({how}worst error {r['worst_error_m'] * 100:.1f} cm)")
         if self.base:
             b = self.base
             lines.append(f"base: wheel radius {b['wheel_radius']:g} m, track {b['track_width']:g} m, footprint radius "
@@ -127,11 +129,16 @@ def describe_joints(model: mujoco.MjModel, joints: list[int]) -> list[dict[str, 
         act_desc, force = None, None
         if acts:
             a = acts[0]
-            kp, kv = model.actuator_gainprm[a, 0], -model.actuator_biasprm[a, 2]
-            act_desc = f"{model.actuator(a).name} kp {kp:.3g} kv {kv:.3g}"
+            gain, bias = model.actuator_gainprm[a, 0], model.actuator_biasprm[a]
+            if bias[1] != 0:  # a position servo: force = kp (ctrl - q) - kv qdot
+                act_desc = f"{model.actuator(a).name}: position kp {gain:.3g} kv {abs(bias[2]):.3g}"
+            elif bias[2] != 0:  # a velocity servo: force = kv (ctrl - qdot)
+                act_desc = f"{model.actuator(a).name}: velocity kv {gain:.3g}"
+            else:
+                act_desc = f"{model.actuator(a).name}: gain {gain:.3g}"
             if model.actuator_forcelimited[a]:
                 force = float(model.actuator_forcerange[a, 1])
-        out.append({"name": model.joint(j).name, "type": _JOINT_TYPES.get(model.jnt_type[j], "?"),
+        out.append({"name": model.joint(j).name, "type": _JOINT_TYPES.get(int(model.jnt_type[j]), "?"),
                     "range": model.jnt_range[j].tolist() if model.jnt_limited[j] else None,
                     "unit": joint_unit(model, j), "actuator": act_desc, "force_limit": force,
                     "damping": float(model.dof_damping[model.jnt_dofadr[j]]),
@@ -266,10 +273,10 @@ def check_env_config(env_config, envs: int = 16, image: str | None = None) -> Ch
     task = get_task(env_config.task)
     env = task.env_cls(config=env_config.model_copy(update={"num_envs": envs}), seed=0)
     model = env.model
-    robots = env._robots() if hasattr(env, "_robots") else [env_config.robot]
+    robots = env.robot_specs()
     report = CheckReport(robot=" + ".join(r.name for r in robots), task=env_config.task)
     joints: list[int] = []
-    if hasattr(env, "base"):
+    if hasattr(env, "base"):  # tasks with a differential-drive base (BaseHandles)
         base = env.base
         report.masses["base (with what it carries)"] = float(model.body_subtreemass[base.body])
         joints += [model.dof_jntid[d] for d in base.wheel_dof]
@@ -277,7 +284,7 @@ def check_env_config(env_config, envs: int = 16, image: str | None = None) -> Ch
                        "footprint_radius": base.footprint, "rest_height": base.rest_height,
                        "top_speed": env.cfg.max_wheel_speed * base.wheel_radius,
                        "max_wheel_speed": env.cfg.max_wheel_speed}
-    if hasattr(env, "arm"):
+    if hasattr(env, "arm"):  # tasks with an arm and a gripper (ArmHandles, GripperHandles)
         arm, gripper = env.arm, env.gripper
         joints += list(arm.joints) + [model.dof_jntid[d] for d in gripper.dof]
         first = model.jnt_bodyid[arm.joints[0]]
@@ -294,15 +301,16 @@ def check_env_config(env_config, envs: int = 16, image: str | None = None) -> Ch
                 report.problems.append("scripted grasp-and-lift failed: check the gripper's open/closed positions, "
                                        "grasp_geoms, actuator gains and the object's size")
     report.joints = describe_joints(model, joints)
+    if image is not None:  # the scene as an episode starts
+        import cv2
+
+        env.reset(seed=0)
+        frame = env.render_env(0, width=640, height=480, camera=0 if model.ncam else -1)
+        cv2.imwrite(str(image), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     report.stability = stability(env)
     if not report.stability["ok"]:
         report.problems.append("full-scale random actions made the simulation unstable: lower the gains or force "
                                "limits, or the timestep")
-    if image is not None:
-        import cv2
-
-        frame = env.render_env(0, width=640, height=480, camera=0 if model.ncam else -1)
-        cv2.imwrite(str(image), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     env.close()
     return report
 
