@@ -4,7 +4,7 @@ A task subclasses :class:`BatchedMujocoEnv`, sets ``config_cls`` and fills in th
 working on all envs at once with numpy (no Python loop over envs):
 
 * ``_build_model()``     the compiled ``MjModel`` (from ``self.cfg``);
-* ``_obs_terms()``       observation groups: term name -> width;
+* ``_obs_terms()``       observation groups: term name -> width (or shape, e.g. ``(H, W)`` for an image);
 * ``_action_spec()``     action names, scale and offset (robot command = action * scale + offset);
 * ``_layout_nominal()``  scene-layout parameters randomization may set per env (default: none);
 * ``_fixed_commands()``  robot commands the task holds constant instead of acting on them;
@@ -54,16 +54,25 @@ COMMON_METRICS = ("return", "length", "success")
 
 
 class ObsLayout:
-    """Named slices of one flat observation group: ``terms`` maps name -> width, in order."""
+    """Named slices of one flat observation group: ``terms`` maps name -> width, or -> shape for a
+    term with more than one axis (an image: ``(H, W)``, stored row-major in its slice), in order."""
 
-    def __init__(self, terms: dict[str, int]):
-        self.widths = dict(terms)
+    def __init__(self, terms: dict[str, int | tuple[int, ...]]):
+        #: name -> shape: ``(width,)`` for a vector term, ``(H, W)`` for an image
+        self.shapes = {name: (int(t),) if isinstance(t, (int, np.integer)) else tuple(int(d) for d in t)
+                       for name, t in terms.items()}
+        self.widths = {name: int(np.prod(shape)) for name, shape in self.shapes.items()}
         self.slices: dict[str, slice] = {}
         start = 0
-        for name, width in terms.items():
+        for name, width in self.widths.items():
             self.slices[name] = slice(start, start + width)
             start += width
         self.size = start
+
+    @property
+    def images(self) -> dict[str, tuple[int, ...]]:
+        """The terms with more than one axis (images), name -> shape."""
+        return {name: shape for name, shape in self.shapes.items() if len(shape) > 1}
 
     def pack(self, out: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
         """Write each term's (N, width) (or (N,)) values into its slice of ``out``."""

@@ -147,8 +147,9 @@ def test_the_urdf_base_drives_nav_and_navpo():
         np.testing.assert_allclose(speed, 17.0 * 0.035, rtol=0.12)  # wheel speed x wheel radius
         assert np.all(np.abs(env.qpos[:, b + 2]) < 0.01)  # still on the floor, not tipped or bouncing
         assert np.isfinite(obs["critic"]).all()
-    single = gymnasium.make("robolearn/Nav-v0", robot="kobuki", disable_env_checker=True)
-    check_env(single.unwrapped, skip_render_check=True)
+    for task in ("robolearn/Nav-v0", "robolearn/NavPO-v0"):
+        single = gymnasium.make(task, robot="kobuki", disable_env_checker=True)
+        check_env(single.unwrapped, skip_render_check=True)
 
 
 def test_the_urdf_bumper_counts_a_wall_hit_and_not_the_floor():
@@ -178,6 +179,9 @@ def test_an_arm_with_four_joints_drives_every_arm_task_with_four_joint_terms(env
     for _ in range(5):
         obs, reward, *_ = env.step(np.random.default_rng(0).uniform(-1, 1, (2, len(env.action_names))))
     assert np.isfinite(obs["policy"]).all() and np.isfinite(reward).all()
+    task = {ReachEnv: "robolearn/Reach-v0", PushEnv: "robolearn/Push-v0", PickPlaceEnv: "robolearn/PickPlace-v0"}
+    single = gymnasium.make(task[env_cls], robot=four_joint_arm(), disable_env_checker=True)
+    check_env(single.unwrapped, skip_render_check=True)
 
 
 def test_a_frozen_hinge_keeps_the_pose_it_was_frozen_at():
@@ -202,6 +206,8 @@ def test_mobile_pick_needs_a_base_with_the_arms_mount_site():
     env = MobilePickEnv(num_envs=1, nthread=1, robot=four_joint_arm())
     assert env.obs_layout["policy"].widths["joint_pos"] == 4
     assert env.action_names[:2] == ["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s"]
+    single = gymnasium.make("robolearn/MobilePick-v0", robot=four_joint_arm(), disable_env_checker=True)
+    check_env(single.unwrapped, skip_render_check=True)
 
 
 def test_task_regions_out_of_reach_fail_at_env_construction():
@@ -251,9 +257,15 @@ def test_robot_check_of_the_bundled_arm_grasps_and_reaches(tmp_path, capsys):
 def test_robot_check_names_a_region_out_of_reach(tmp_path, capsys):
     exp = tmp_path / "exp.yaml"
     exp.write_text(json.dumps({"env": {"task": "robolearn/Reach-v0"}, "trainer": {"max_iterations": 1}}))
-    code = main(["robot", "check", str(exp), "env.target_region={x: [0.9, 1.2], y: [-0.1, 0.1], z: [0.05, 0.1]}"])
+    far = "env.target_region={x: [0.9, 1.2], y: [-0.1, 0.1], z: [0.05, 0.1]}"
+    code = main(["robot", "check", str(exp), far])
     err = capsys.readouterr().err
     assert code == 2 and "robot error: env.target_region" in err and len(err.strip().splitlines()) == 1
+    # training says so before its first iteration, and leaves no run behind
+    code = main(["train", str(exp), far, "env.num_envs=2", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "robot error: env.target_region" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 # ---------------------------------------------------------------------------------------------

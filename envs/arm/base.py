@@ -3,7 +3,7 @@
 :class:`ArmTaskEnv` owns what the tasks share: the arm + gripper of the robot spec ``env.robot``
 (:mod:`robolearn.envs.robots`; default the bundled ``arm5``) mounted in a scene, joint-delta
 position control, the observation terms, the object (size per env through a
-layout parameter), grasp detection from the finger-pad touch sensors and the episode metrics.
+layout parameter), grasp detection from the grasp geoms' touch sensors and the episode metrics.
 A task module fills in its target sampling, its reward terms (named functions of
 :mod:`robolearn.envs.rewards`, weighted by the core from ``env.rewards``) and its success condition.
 
@@ -33,7 +33,6 @@ import json
 import mujoco
 import numpy as np
 from pydantic import Field, model_validator
-from pydantic import field_validator
 
 from robolearn.config import EnvConfig, Range, StrictModel
 from robolearn.envs.core import BatchedMujocoEnv
@@ -44,7 +43,6 @@ from robolearn.envs.robots import (
     RobotSpec,
     RobotSpecError,
     compose,
-    resolve_robot_ref,
     robot_field,
     scene_mjspec,
 )
@@ -91,11 +89,6 @@ class ArmTaskConfig(EnvConfig):
                                        "never tempted to hover short of it to collect them)")
     grasp_force: float = Field(1.0, ge=0.0, description="finger-pad force sum (N) above which the object counts as grasped")
     lift_height: float = Field(0.1, gt=0.0, description="metres of lift at which the lift term saturates")
-
-    @field_validator("robot", mode="before")
-    @classmethod
-    def _resolve_robot(cls, value):
-        return resolve_robot_ref(value)
 
     @model_validator(mode="after")
     def _sizes(self) -> ArmTaskConfig:
@@ -211,8 +204,8 @@ class ArmTaskEnv(BatchedMujocoEnv):
         nj, na = len(self.arm.names), len(self._action_spec()[0])
         policy = {"joint_pos": nj, "joint_vel": nj, "gripper": 2, "ee_pose": 9, "object_pos": 3,
                   "object_rot": 6, "object_vel": 3, "target": 3, "last_action": na}
-        critic = {**policy, "contact_forces": len(self.gripper.touch), "grasped": 1, "object_size": 1, "object_position": 3,
-                  "target_position": 3}
+        critic = {**policy, "contact_forces": len(self.gripper.touch), "grasped": 1, "object_size": 1,
+                  "object_position": 3, "target_position": 3}
         return {"policy": policy, "critic": critic}
 
     # ------------------------------------------------------------------ reach
@@ -364,7 +357,8 @@ class ArmTaskEnv(BatchedMujocoEnv):
     # ------------------------------------------------------------------ step
     def _apply_arm_actions(self, actions: np.ndarray) -> None:
         arm, nj = self.arm, len(self.arm.names)
-        self.joint_target = np.clip(self.joint_target + actions[:, :nj] * self.cfg.delta_scale, arm.ctrl_lo, arm.ctrl_hi)
+        target = self.joint_target + actions[:, :nj] * self.cfg.delta_scale
+        self.joint_target = np.clip(target, arm.ctrl_lo, arm.ctrl_hi)
         self.ctrl[:, arm.actuators] = self.joint_target
         if self.gripper_action:
             fraction = actions[:, nj] * self.action_scale[-1] + self.action_offset[-1]

@@ -1,15 +1,15 @@
 """``robolearn/Nav-v0``: PointGoal navigation of a differential-drive base among obstacles.
 
 The robot (a differential-drive base spec, ``env.robot``: default the bundled ``diffdrive``, two
-velocity-controlled wheels and two casters; any base spec fits, e.g. ``kobuki`` from URDF) starts at a random collision-free pose in
-a walled arena with 4-8 randomly placed obstacles (cylinders and rotated boxes of varied size) and
-must reach a goal 1.5-5 m away. Obstacles keep a gap wider than the robot between each other and
-from the walls, so every layout is solvable.
+velocity-controlled wheels and two casters; any base spec fits, e.g. ``kobuki`` from URDF) starts
+at a random collision-free pose in a walled arena with 4-8 randomly placed obstacles (cylinders
+and rotated boxes of varied size) and must reach a goal 1.5-5 m away. Obstacles keep a gap wider
+than the robot between each other and from the walls, so every layout is solvable.
 
 Observations (``policy``): goal in the robot frame (distance, cos and sin of the bearing), forward
 speed and yaw rate, a ring of lidar ranges (batched ray casting against walls and obstacles,
-metres, clipped at the range, from the spec's ``sensor_pos``), the previous action. ``critic`` adds the base pose and goal
-position in the arena frame.
+metres, clipped at the range, from the spec's ``sensor_pos``), the previous action. ``critic``
+adds the base pose and goal position in the arena frame.
 Actions: left and right wheel velocity in [-1, 1] x ``max_wheel_speed``.
 Reward terms (``NavRewards``, weighted by ``env.rewards``): success, slack, progress, collision.
 Reaching the goal ends the episode, the time limit truncates it. Episode metrics: return, length,
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import mujoco
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from robolearn.config import EnvConfig, IntRange, Range, StrictModel
 from robolearn.envs.core import BatchedMujocoEnv
 from robolearn.envs.rewards import count_collisions, reward_collision, reward_progress, reward_slack, reward_success
-from robolearn.envs.robots import BaseHandles, RobotSpec, compose, resolve_robot_ref, robot_field, scene_mjspec
+from robolearn.envs.robots import BaseHandles, RobotSpec, compose, robot_field, scene_mjspec
 from robolearn.envs.sampling import first_valid, rejection_sample
 
 NUM_OBSTACLE_SLOTS = 8
@@ -93,11 +93,6 @@ class NavConfig(EnvConfig):
     lidar: NavLidar = Field(default_factory=NavLidar)
     collision_force: float = Field(1e-3, ge=0.0, description="bumper force (N) above which a step counts as a collision")
     rewards: NavRewards = Field(default_factory=NavRewards)
-
-    @field_validator("robot", mode="before")
-    @classmethod
-    def _resolve_robot(cls, value):
-        return resolve_robot_ref(value)
 
     @model_validator(mode="after")
     def _geometry(self) -> "NavConfig":

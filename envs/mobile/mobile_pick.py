@@ -1,7 +1,8 @@
 """``robolearn/MobilePick-v0``: drive to a table, pick the cube, bring it to a drop zone.
 
 The mobile manipulator (a differential-drive base spec, ``env.base``, default the bundled
-``diffdrive_large``, carrying the arm spec ``env.robot`` at its ``arm_mount`` site) starts at a random pose in a walled 4 m x 4 m arena; a table with the cube on it and a drop zone
+``diffdrive_large``, carrying the arm spec ``env.robot`` at its ``arm_mount`` site) starts at a
+random pose in a walled 4 m x 4 m arena; a table with the cube on it and a drop zone
 on the floor are placed at random, ``table_distance`` and ``zone_distance`` away.
 Success: the cube held in the gripper with its centre over the drop zone (within ``zone_radius`` in
 the floor plane) for ``hold_steps`` consecutive steps; the zone never overlaps the table. The
@@ -23,7 +24,7 @@ joint-limit and collision penalties.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
 from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv
@@ -39,7 +40,7 @@ from robolearn.envs.rewards import (
     reward_success,
     reward_velocity_toward,
 )
-from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, resolve_robot_ref, robot_field
+from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, robot_field
 from robolearn.envs.sampling import rejection_sample
 
 #: the largest base footprint radius the layout makes room for, metres
@@ -89,11 +90,6 @@ class MobilePickConfig(ArmTaskConfig):
     reach_std: float = Field(0.1, gt=0.0)
     carry_std: float = Field(0.5, gt=0.0)
     rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
-
-    @field_validator("base", mode="before")
-    @classmethod
-    def _resolve_base(cls, value):
-        return resolve_robot_ref(value)
 
     @model_validator(mode="after")
     def _layout_fits(self) -> MobilePickConfig:

@@ -113,7 +113,8 @@ class CheckReport:
                          f"lift {g['lift'] * 100:.1f} cm, held {g['held']})")
         if self.stability:
             s = self.stability
-            lines.append(f"full-scale random actions ({s['envs']} envs x {s['steps']} steps at {s['control_hz']:g} Hz): "
+            lines.append(f"full-scale random actions ({s['envs']} envs x {s['steps']} steps at "
+                         f"{s['control_hz']:g} Hz): "
                          f"{'stable' if s['ok'] else 'UNSTABLE'} (max joint speed {s['max_joint_speed']:.3g}, "
                          f"max body speed {s['max_body_speed']:.3g} m/s)")
         lines.append("")

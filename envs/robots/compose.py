@@ -9,8 +9,8 @@ their mount sites; every name a spec gives is checked against the file, with the
 in the error.
 
 Conventions of the composed model: robot geoms are in geom group 2 (lidar rays cast against
-groups 0 and 1 only); names added by the loader end in ``_grasp`` (touch sites / sensors),
-``bumper``, ``sensor`` and ``ee`` after the robot's prefix.
+groups 0 and 1 only); the loader names what it adds ``<geom>_grasp`` (touch sites and sensors),
+``<ee_body>_ee``, ``bumper``, ``<site>_touch`` and ``sensor``, behind the robot's prefix.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def _add_arm_parts(spec, robot: RobotSpec, where: str) -> None:
         find(spec, "site", arm.ee_site, "robot.arm.ee_site", where)
     else:
         body = find(spec, "body", arm.ee_body, "robot.arm.ee_body", where)
-        body.add_site(name="ee", pos=list(arm.ee_offset), size=[0.008, 0, 0], group=4)
+        body.add_site(name=f"{arm.ee_body}_ee", pos=list(arm.ee_offset), size=[0.008, 0, 0], group=4)
     if arm.base_body is not None:
         find(spec, "body", arm.base_body, "robot.arm.base_body", where)
     if arm.gravity_compensation:

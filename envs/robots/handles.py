@@ -37,7 +37,7 @@ class ArmHandles:
         self.jnt_lo = np.where(limited, model.jnt_range[self.joints, 0], -np.inf)
         self.jnt_hi = np.where(limited, model.jnt_range[self.joints, 1], np.inf)
         self.home = np.clip(np.array(arm.home, float), self.ctrl_lo, self.ctrl_hi)
-        self.ee_site = model.site(p + (arm.ee_site if arm.ee_site is not None else "ee")).id
+        self.ee_site = model.site(p + (arm.ee_site if arm.ee_site is not None else f"{arm.ee_body}_ee")).id
         #: the gripper's approach direction in the end-effector site's frame (unit)
         self.ee_axis = np.array(arm.ee_axis, float) / np.linalg.norm(arm.ee_axis)
         if arm.base_body is not None:

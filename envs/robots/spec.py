@@ -233,6 +233,12 @@ class RobotSpec(StrictModel):
     base: BaseSpec | None = None
     mount: MountSpec = Field(default_factory=MountSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_reference(cls, value: Any) -> Any:
+        """A bundled robot's name or a spec file's path stands for the spec it names."""
+        return resolve_robot_ref(value)
+
     def require(self, *parts: str, key: str = "env.robot") -> RobotSpec:
         """The spec, or RobotSpecError naming the part a task needs and the spec lacks."""
         for part in parts:
@@ -313,5 +319,4 @@ def load_robot_spec(path: str | Path) -> RobotSpec:
 
 def robot_field(default: str, description: str):
     """A config field holding a robot spec, given as a name, a YAML path or a mapping."""
-    return Field(default_factory=lambda: RobotSpec.model_validate(resolve_robot_ref(default)),
-                 description=description)
+    return Field(default_factory=lambda: RobotSpec.model_validate(default), description=description)
