@@ -16,7 +16,7 @@ def _register_bundled_tasks() -> None:
     if _REGISTERED:
         return
     _REGISTERED = True
-    from robolearn.envs.diffdrive import NavConfig, NavEnv, NavPOConfig, NavPOEnv
+    from robolearn.envs.diffdrive import NavConfig, NavDepthConfig, NavDepthEnv, NavEnv, NavPOConfig, NavPOEnv
 
     register_task("robolearn/Nav-v0", NavEnv, NavConfig,
                   single_entry_point="robolearn.envs.diffdrive:make_nav_single",
@@ -27,6 +27,11 @@ def _register_bundled_tasks() -> None:
                   vector_entry_point="robolearn.envs.diffdrive:NavPOEnv",
                   description="Nav-v0, partially observable: no velocity, lidar every k-th step, "
                               "per-episode action latency")
+    register_task("robolearn/NavDepth-v0", NavDepthEnv, NavDepthConfig,
+                  single_entry_point="robolearn.envs.diffdrive:make_nav_depth_single",
+                  vector_entry_point="robolearn.envs.diffdrive:NavDepthEnv",
+                  description="Nav-v0 with a forward depth camera (32x24, camera rangefinder) and GPS+compass "
+                              "goal instead of the lidar")
     from robolearn.envs.arm import (
         PickPlaceConfig,
         PickPlaceEnv,

@@ -10,6 +10,7 @@ working on all envs at once with numpy (no Python loop over envs):
 * ``_fixed_commands()``  robot commands the task holds constant instead of acting on them;
 * ``_reset_envs(ids)``   write the initial state of the envs ``ids`` (after a physics reset);
 * ``_apply_actions(a)``  turn normalised actions in [-1, 1] into ``ctrl``;
+* ``_step_physics()``    the control step's physics (default: ``frame_skip`` substeps);
 * ``_reward_and_termination(a)``  after the physics step: ``(terms, terminated)``, the unweighted
                          reward terms (name -> (N,)) and per-step bookkeeping;
 * ``_observe()``         every observation term, name -> (N, width); the core packs them into the
@@ -245,6 +246,11 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
     def _reward_and_termination(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         raise NotImplementedError
 
+    def _step_physics(self) -> None:
+        """One control step of physics: ``frame_skip`` substeps, then the ``step_stage`` forward
+        stages (a task with costly sensors may compute them on the last substep only)."""
+        self.batch.step(nstep=self.frame_skip, stage=self.step_stage)
+
     def _observe(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -285,7 +291,7 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
             actions = self.randomizer.process_actions(actions)  # latency, noise, dead-band, backlash
             self.randomizer.apply_pushes()
         self._apply_actions(actions)
-        self.batch.step(nstep=self.frame_skip, stage=self.step_stage)
+        self._step_physics()
 
         self.episode_step += 1
         terms, terminated = self._reward_and_termination(actions)
@@ -353,6 +359,13 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
             self.randomizer.on_reset(ids)
         self._reset_envs(ids)
         self.batch.forward(ids, stage=_STAGE_VEL)
+
+    def latest_obs(self, group: str = "policy") -> np.ndarray:
+        """The observation group computed last (N, D), read-only: inside ``before_reset_hooks`` the
+        finished envs' final observation, otherwise what the last ``reset`` / ``step`` returned."""
+        view = self._obs[group].view()
+        view.flags.writeable = False
+        return view
 
     def _copy_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {group: value.copy() for group, value in obs.items()}

@@ -5,7 +5,8 @@ to model ids (names that match nothing are config errors), samples one value per
 env at each reset (from the ADR ranges, with boundary evaluators pinned), writes physics
 parameters into the per-env model fields *relative to the nominal model*, and runs the effects
 MuJoCo does not model inside ``step``: action latency, noise, dead-band and backlash, random
-pushes, and observation noise (per-episode bias and scale, per-step white noise).
+pushes, observation noise (per-episode bias and scale, per-step white noise) and the failures of
+depth cameras (:mod:`robolearn.randomization.depth`).
 
 Its draws come from its own RNG, so with every range at its nominal point the env is bit for bit
 the unrandomized one.
@@ -23,6 +24,7 @@ import numpy as np
 
 from robolearn.config import ConfigError
 from robolearn.randomization.adr import AdrParam, AdrState
+from robolearn.randomization.depth import DEPTH_TARGETS, DepthEffects, image_terms
 
 if TYPE_CHECKING:
     from robolearn.config import RandomizationConfig, RandomizationParam
@@ -93,6 +95,11 @@ class Randomizer:
         self._backlash_out = np.zeros((n, a), np.float32)
         self._obs_bias: dict[str, np.ndarray] = {}  # term -> (n, width) per-episode bias
         self._obs_scale: dict[str, np.ndarray] = {}
+        depth = [(i, p.target, term) for i, p in enumerate(self.params) if p.target in DEPTH_TARGETS
+                 for term in self._ids[i]]
+        depth_latency = int(max([p.limit_range.hi for p in self.params if p.target == "depth_latency"] or [0]))
+        #: depth-camera effects (robolearn.randomization.depth), when a depth target is configured
+        self._depth = DepthEffects(env, depth, depth_latency) if depth else None
         # data-parallel training (after the first synchronize): finished boundary results wait here
         # for the next synchronize instead of being recorded at once
         self._defer_results = False
@@ -146,6 +153,13 @@ class Randomizer:
             return np.concatenate(dofs)
         if t in ("actuator_gain", "actuator_strength"):
             return ids_of("actuator", p.select.actuators)
+        if t in DEPTH_TARGETS:
+            images = image_terms(env)
+            for term in p.select.obs_terms:
+                if term not in images:
+                    raise RandomizationError(f"{key}.select.obs_terms: {term!r} is not a depth-image term of "
+                                             f"{type(env).__name__} (depth images: {', '.join(images) or 'none'})")
+            return list(p.select.obs_terms)
         if t in ("obs_noise", "obs_bias", "obs_scale"):
             layout = env.obs_layout["policy"]
             for term in p.select.obs_terms:
@@ -211,6 +225,8 @@ class Randomizer:
                 width = self.env.obs_layout["policy"].widths[term]
                 scale = self._obs_scale.setdefault(term, np.ones((self.env.num_envs, width), np.float32))
                 scale[ids] = values[:, i, None]
+        if self._depth is not None:
+            self._depth.on_reset(ids, values)
 
     def _apply_actuator(self, target: str, op: str, sel: np.ndarray, ids: np.ndarray, v: np.ndarray) -> None:
         """Gain: kp in gainprm[0] with the bias term that mirrors it (biasprm[1] of a position servo,
@@ -265,7 +281,10 @@ class Randomizer:
                 env.qvel[hit, dof + 1] += speed * np.sin(angle)
 
     def process_obs(self, policy: np.ndarray) -> None:
-        """Observation noise on the policy group, in place: x * scale + bias + white noise."""
+        """Observation noise on the policy group, in place: the depth camera's failures, then
+        x * scale + bias + white noise."""
+        if self._depth is not None:
+            self._depth.process(policy, self.values, self.rng)
         layout = self.env.obs_layout["policy"]
         for term, scale in self._obs_scale.items():
             policy[:, layout.slices[term]] *= scale
@@ -344,6 +363,8 @@ class Randomizer:
         state["obs_scale"] = {term: v.copy() for term, v in self._obs_scale.items()}
         state["pending_tags"] = self._pending_tags.copy()
         state["pending_performance"] = self._pending_performance.copy()
+        if self._depth is not None:
+            state["depth"] = self._depth.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -368,6 +389,8 @@ class Randomizer:
         self._obs_scale = {term: np.array(v, np.float32) for term, v in state["obs_scale"].items()}
         self._pending_tags = np.array(state["pending_tags"], np.float64).reshape(-1, 3)
         self._pending_performance = np.array(state["pending_performance"], np.float64).reshape(-1)
+        if self._depth is not None:
+            self._depth.load_state_dict(state["depth"])
 
 
 def _dof_count(joint_type: int) -> int:

@@ -60,17 +60,18 @@ def eval_randomization(spec: str, config: Config, state: dict[str, Any]) -> Rand
 class VideoRecorder:
     """Writes frames of one env with a small overlay (step, reward, return, success) to an MP4."""
 
-    def __init__(self, path: str | Path, fps: float, size: int = 480):
+    def __init__(self, path: str | Path, fps: float, size: int = 480, width: int | None = None):
         import cv2
 
         self.cv2, self.path, self.size = cv2, Path(path), size
+        self.width = width or size
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("ab"):  # OpenCV would fail silently on an unwritable path
                 pass
         except OSError as err:
             raise VideoError(f"{self.path}: cannot write the video here ({err.strerror or err})") from None
-        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (self.width, size))
         if not self.writer.isOpened():
             raise VideoError(f"{self.path}: cannot open an MP4 writer (is the file name an .mp4?)")
         self.frames = 0
@@ -142,18 +143,39 @@ def run_episodes(policy: Policy, env, episodes: int, deterministic: bool = True,
 
 class _EpisodeVideo:
     """Env 0's first ``per_env`` episodes as a video: a frame before every step and the final
-    frame of each episode (rendered before the env resets), with step, reward, return and success."""
+    frame of each episode (rendered before the env resets), with step, reward, return and success.
+    A task whose policy sees images (a depth camera) gets them beside the view, as the policy saw
+    them (noise and holes included; colour from near to far, invalid pixels black)."""
 
-    def __init__(self, env, path: str | Path, per_env: int):
+    def __init__(self, env, path: str | Path, per_env: int, size: int = 480):
         self.env, self.per_env = env, per_env
-        self.recorder = VideoRecorder(path, fps=1.0 / env.control_dt)
+        self.images = env.obs_layout["policy"].images
+        self.info = getattr(env, "obs_term_info", {})
+        width = size + sum(int(round(size * shape[1] / shape[0])) for shape in self.images.values())
+        self.recorder = VideoRecorder(path, fps=1.0 / env.control_dt, size=size, width=width)
         self.camera = "top" if _has_camera(env, "top") else -1
         self.overlay = {"step": 0, "return": 0.0, "reward": 0.0}
         self.final_frame: list[np.ndarray] = []
         env.before_reset_hooks.append(self._record_final_frame)
 
     def _render(self) -> np.ndarray:
-        return self.env.render_env(0, self.recorder.size, self.recorder.size, camera=self.camera)
+        size = self.recorder.size
+        view = self.env.render_env(0, size, size, camera=self.camera)
+        if not self.images:
+            return view
+        cv2, policy = self.recorder.cv2, self.env.latest_obs("policy")
+        panels = [view]
+        for term, shape in self.images.items():
+            image = policy[0, self.env.obs_layout["policy"].slices[term]].reshape(shape)
+            meta = self.info.get(term, {})
+            near, far = float(meta.get("near", image.min())), float(meta.get("far", max(image.max(), 1e-6)))
+            scaled = np.clip((image - near) / max(far - near, 1e-6), 0.0, 1.0)
+            coloured = cv2.applyColorMap((255 * (1.0 - scaled)).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+            if "invalid_value" in meta:
+                coloured[image == meta["invalid_value"]] = 0
+            width = int(round(size * shape[1] / shape[0]))
+            panels.append(cv2.resize(coloured, (width, size), interpolation=cv2.INTER_NEAREST))
+        return np.concatenate(panels, axis=1)
 
     def _record_final_frame(self, ids: np.ndarray) -> None:  # env 0's last state, before its reset
         if ids[0] == 0:

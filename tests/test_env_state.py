@@ -16,6 +16,7 @@ N, BEFORE, AFTER = 3, 6, 24  # the split falls mid-episode, episode ends follow
 #: paths that count (SPL); NavPO holds its lidar scan of step 4 over the split
 EASY = {"robolearn/Nav-v0": {"goal_distance": [1.0, 1.02], "success_radius": 0.99},
         "robolearn/NavPO-v0": {"goal_distance": [1.0, 1.02], "success_radius": 0.99},
+        "robolearn/NavDepth-v0": {"goal_distance": [1.0, 1.02], "success_radius": 0.99},
         "robolearn/Reach-v0": {"success_radius": 0.3, "hold_steps": 4},
         "robolearn/Push-v0": {"success_radius": 0.3, "hold_steps": 4},
         "robolearn/PickPlace-v0": {"success_radius": 0.3, "hold_steps": 4},
@@ -49,6 +50,7 @@ def wide_randomization(config_name):
 CASES = [(spec.name, None) for spec in list_tasks()] + [
     ("robolearn/Nav-v0", "nav_adr.yaml"),  # latency, action and obs noise, pushes, physics, layout
     ("robolearn/PickPlace-v0", "pickplace.yaml"),  # mass (set_const), armature, kp, size, workspace
+    ("robolearn/NavDepth-v0", "nav_depth_adr.yaml"),  # depth noise, dropout, holes, image latency, camera pose
 ]
 
 

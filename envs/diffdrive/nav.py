@@ -169,9 +169,14 @@ class NavEnv(BatchedMujocoEnv):
         """The robot specs composed into the scene: the base."""
         return [self.cfg.robot]
 
+    def _add_sensors(self, scene: mujoco.MjSpec) -> None:
+        """Sensors the task adds to the composed scene before it compiles (none here: the lidar's
+        rays are cast after the step)."""
+
     def _build_model(self) -> mujoco.MjModel:
         scene = "nav_arena.xml"
-        model = compose(scene_mjspec("robolearn.envs.diffdrive", scene), self.robot_specs(), scene)
+        model = compose(scene_mjspec("robolearn.envs.diffdrive", scene), self.robot_specs(), scene,
+                        edit=self._add_sensors)
         self._size_arena(model, self.cfg.arena_size)
         #: the base's indices in the model (robolearn.envs.robots.handles)
         self.base = BaseHandles(model, self.cfg.robot)

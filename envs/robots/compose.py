@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import warnings
 from contextlib import contextmanager
-from typing import Iterable
+from typing import Callable, Iterable
 
 import mujoco
 import numpy as np
@@ -353,14 +353,18 @@ def robot_mjspec(robot: RobotSpec) -> mujoco.MjSpec:
     return spec
 
 
-def compose(scene: mujoco.MjSpec, robots: list[RobotSpec], scene_name: str) -> mujoco.MjModel:
+def compose(scene: mujoco.MjSpec, robots: list[RobotSpec], scene_name: str,
+            edit: Callable[[mujoco.MjSpec], None] | None = None) -> mujoco.MjModel:
     """Attach each robot in order at its mount site (a site of the scene or of a robot attached
     before it; the world when the site is ``world``), its root body at the mount's offset and yaw
     in the site's frame (the root's pose in its own file is not used), and compile. Robot names
-    keep the file's names behind the spec's prefix."""
+    keep the file's names behind the spec's prefix. ``edit`` changes the composed spec before it
+    compiles (a task's own sensors on a robot, e.g. a depth camera)."""
     with _quiet_attach():
         try:
             _attach_all(scene, robots, scene_name)
+            if edit is not None:
+                edit(scene)
             return scene.compile()
         except RobotSpecError:
             raise

@@ -217,6 +217,9 @@ RANDOMIZATION_TARGETS = {
     "push": "bodies",
     # observation noise on terms of the policy group
     "obs_noise": "obs_terms", "obs_bias": "obs_terms", "obs_scale": "obs_terms",
+    # depth-camera failures on a task's depth-image terms (robolearn.randomization.depth)
+    "depth_noise": "obs_terms", "depth_dropout": "obs_terms", "depth_edge_holes": "obs_terms",
+    "depth_latency": "obs_terms", "camera_pitch": "obs_terms",
     # scene layout: a task-declared parameter (Nav: obstacle_count, obstacle_size, goal_distance)
     "layout": "layout",
 }
@@ -272,8 +275,10 @@ class RandomizationParam(StrictModel):
             raise ValueError(f"scale ranges must be positive, got limits {[limits.lo, limits.hi]}")
         if self.type == "int" and not all(float(v).is_integer() for v in (*self.init_range.as_tuple(), *limits.as_tuple())):
             raise ValueError("int parameters need whole-number init_range and limits")
-        if self.target in ("action_latency",) and self.type != "int":
-            raise ValueError("action_latency counts whole control steps: set type: int")
+        if self.target.startswith(("depth_", "camera_")) and self.op == "scale":
+            raise ValueError(f"{self.target} is a value of its own (0: no effect), not a scale of one: use op add or set")
+        if self.target in ("action_latency", "depth_latency") and self.type != "int":
+            raise ValueError(f"{self.target} counts whole control steps: set type: int")
         if self.delta_style == "multiplicative" and limits.lo <= 0:
             raise ValueError("multiplicative delta needs positive limits")
         return self
