@@ -58,11 +58,15 @@ class RunnerPolicy:
 
 
 def check_contract_matches_env(contract: dict, env, task: str, source: str) -> None:
-    """The contract must describe this env: task, observation terms, actions (with the commands the
-    task holds fixed), control period."""
+    """The contract must describe this env: task, observation terms (and the shapes of image terms:
+    a transposed image has the same width), actions (with the commands the task holds fixed),
+    control period."""
     terms = [(term["name"], term["width"]) for term in contract["obs"]["terms"]]
+    images = {term["name"]: term["shape"] for term in contract["obs"]["terms"] if "shape" in term}
+    layout = env.obs_layout["policy"]
     checks = [("task", contract["task"], task),
-              ("obs.terms", terms, list(env.obs_layout["policy"].widths.items())),
+              ("obs.terms", terms, list(layout.widths.items())),
+              ("obs.terms.shape", images, {name: list(shape) for name, shape in layout.images.items()}),
               ("action.names", contract["action"]["names"], list(env.action_names)),
               ("action.scale", contract["action"]["scale"], [float(v) for v in env.action_scale]),
               ("action.offset", contract["action"]["offset"], [float(v) for v in env.action_offset]),

@@ -6,7 +6,8 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
 
     {"format": "robolearn.policy/2", "task": "robolearn/Nav-v0",
      "obs": {"dim": 23, "dtype": "float32", "normalized_in_graph": true,
-             "terms": [{"name": "goal", "width": 3}, ...]},
+             "terms": [{"name": "goal", "width": 3}, ...,
+                       {"name": "depth", "width": 768, "shape": [24, 32], "units": "m", ...}]},
      "action": {"dim": 2, "names": [...], "scale": [...], "offset": [...], "clip": [-1.0, 1.0],
                 "command": "clip(actions, -1, 1) * scale + offset",
                 "fixed": {"gripper_open_fraction": 0.0, ...}},
@@ -18,6 +19,13 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
      "parity": {"steps": 100, "envs": 4, "tolerance": 1e-05, "max_abs_diff": {"onnxruntime": ..., ...}},
      "sha256": {"onnx_graph": ..., "policy.pt": ...},
      "source": {"run": ..., "checkpoint": ..., "iteration": ...} | null}
+
+``obs`` is one flat float32 vector, the terms' values one after another in ``obs.terms`` order. A
+term with a ``shape`` (an image: ``[H, W]``, product = width) is stored row-major in its slice;
+a term without one is a vector of ``width`` values. Beside ``name``, ``width`` and ``shape`` a term
+carries what the task says about it (the env's ``obs_term_info``, e.g. a depth image's
+``"units": "m"``, ``"invalid_value": 0.0``, ``"layout": "row-major, row 0 at the top"``, ``"near"``,
+``"far"``); these are for the people and code that feed the policy, the runner checks only shapes.
 
 The graph's ``actions`` are the policy's deterministic (mean) actions in [-1, 1] units; scale
 (never zero) and offset are applied outside the graph. ``action.fixed`` names the robot commands
@@ -32,7 +40,9 @@ hashes the TorchScript file.
 
 Format history: ``robolearn.policy/2`` added ``action.fixed`` and defined ``sha256.onnx_graph``
 over the stored graph bytes (``/1`` hashed a re-serialisation the runtime cannot reproduce);
-a ``/1`` file must be re-exported.
+a ``/1`` file must be re-exported. Image terms (``shape`` and the task's term metadata) were added
+within ``/2``: the keys are optional, so earlier ``/2`` files (vector terms only) still load, and
+an earlier runner reads a file with images as a flat vector of the same width.
 """
 
 from __future__ import annotations
@@ -117,6 +127,15 @@ def _check_obs(check: _Checker, obs: dict) -> None:
     widths = [check.positive_int(term, f"obs.terms[{i}].width") for i, term in enumerate(terms)]
     for i, term in enumerate(terms):
         check.text(term, f"obs.terms[{i}].name")
+        if "shape" in term:
+            key, shape = f"obs.terms[{i}].shape", term["shape"]
+            check.that(isinstance(shape, list) and len(shape) >= 1 and all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape), key,
+                f"expected a list of positive integers, got {shape!r}")
+            check.that(math.prod(shape) == widths[i], key, f"{shape} holds {math.prod(shape)} values, the width is "
+                                                            f"{widths[i]}")
+    names = [term["name"] for term in terms]
+    check.that(len(set(names)) == len(names), "obs.terms", f"term names repeat: {names}")
     check.that(sum(widths) == obs_dim, "obs.terms", f"widths sum to {sum(widths)}, obs.dim is {obs_dim}")
 
 

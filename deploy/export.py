@@ -18,7 +18,9 @@ What is exported is a policy's *deployable actor* (``Policy.deployable_actor()``
 * ``forward(obs)`` -> ``actions`` (feed-forward), ``forward(obs, h)`` -> ``(actions, h)`` (GRU),
   ``forward(obs, h, c)`` -> ``(actions, h, c)`` (LSTM), with ``obs`` ``[B, obs_dim]`` raw (not yet
   normalised) observations, ``actions`` ``[B, action_dim]`` the mean action in [-1, 1] units
-  (before clipping), and each state ``[L, B, H]``. The observation normaliser belongs inside.
+  (before clipping), and each state ``[L, B, H]``. The observation normaliser belongs inside, and
+  so does an image encoder: image terms arrive flattened row-major inside ``obs`` (the contract's
+  ``obs.terms`` give each term's ``shape``), so the graph input stays ``obs [batch, obs_dim]``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,8 +201,7 @@ def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sh
     return {
         "format": FORMAT,
         "task": task,
-        "obs": {"dim": layout.size, "dtype": "float32", "normalized_in_graph": True,
-                "terms": [{"name": name, "width": width} for name, width in layout.widths.items()]},
+        "obs": {"dim": layout.size, "dtype": "float32", "normalized_in_graph": True, "terms": obs_terms(env)},
         "action": {"dim": len(env.action_names), "names": list(env.action_names),
                    "scale": [float(v) for v in env.action_scale], "offset": [float(v) for v in env.action_offset],
                    "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset",
@@ -214,6 +216,48 @@ def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sh
         "sha256": sha256,
         "source": source,
     }
+
+
+#: term keys the layout sets; a task's ``obs_term_info`` may not override them
+LAYOUT_KEYS = ("name", "width", "shape")
+
+
+def obs_terms(env) -> list[dict[str, Any]]:
+    """The contract's ``obs.terms`` of ``env``'s policy group: name and width per term, the shape of
+    an image term (``[H, W]``, row-major in its slice), and what the task's ``obs_term_info``
+    (term -> dict of JSON values, optional) says about the term."""
+    layout = env.obs_layout["policy"]
+    info = getattr(env, "obs_term_info", None) or {}
+    known = {term for group in env.obs_layout.values() for term in group.widths}
+    for term, entry in info.items():
+        if term not in known:
+            raise ExportError(f"obs_term_info: {term!r} is not an observation term of the task "
+                              f"(policy terms: {', '.join(layout.widths)})")
+        clash = [key for key in entry if key in LAYOUT_KEYS]
+        if clash:
+            raise ExportError(f"obs_term_info[{term!r}]: {clash[0]!r} comes from the observation layout, not the task")
+    terms = []
+    for name, shape in layout.shapes.items():
+        term: dict[str, Any] = {"name": name, "width": layout.widths[name]}
+        if len(shape) > 1:
+            term["shape"] = [int(d) for d in shape]
+        for key, value in info.get(name, {}).items():
+            term[key] = _plain(value, f"obs_term_info[{name!r}][{key!r}]")
+        terms.append(term)
+    return terms
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON data (numpy scalars and arrays, tuples become numbers and lists)."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v, where) for k, v in value.items()}
+    if value is None or isinstance(value, (str, bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise ExportError(f"{where}: expected JSON data (text, finite numbers, lists, objects), got {value!r}")
 
 
 def to_onnx(policy: nn.Module, example: tuple[torch.Tensor, ...]) -> onnx.ModelProto:
@@ -292,6 +336,7 @@ def _check_interface(policy: nn.Module, env) -> None:
     if (policy.obs_dim, policy.action_dim) != (obs_dim, action_dim):
         raise ExportError(f"policy maps {policy.obs_dim} observations to {policy.action_dim} actions, "
                           f"the env has {obs_dim} and {action_dim}")
+    obs_terms(env)  # the task's term metadata fits the contract (found before the slow part)
 
 
 def _onnxruntime_backend(model_bytes: bytes, inputs: list[str]) -> Backend:

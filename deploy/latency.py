@@ -2,7 +2,8 @@
 ONNX Runtime call it wraps (``session.run`` with a feed dict, state carried by hand).
 
 Each call is timed on its own with ``time.perf_counter_ns``; observations are drawn once from a
-standard normal and cycled, so the timed loop allocates nothing of its own.
+standard normal and cycled, so the timed loop allocates nothing of its own. A policy with image
+terms is fed the same way: the flat vector with the images inside, as ``step`` takes it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Imports only numpy and onnxruntime (no torch)::
     runner = PolicyRunner("runs/nav/<stamp>/export")      # or .../policy.onnx
     runner.reset()                                        # at episode start: zero recurrent state
     command = runner.step(obs)                            # float32 (obs_dim,) -> float32 (action_dim,)
+    command = runner.step_terms({"depth": image, "goal": goal, ...})   # or term by term (images (H, W))
 
 ``step`` returns the robot command ``clip(action, -1, 1) * scale + offset`` in the units the
 contract's action names give. ``runner.fixed_commands`` (the contract's ``action.fixed``, e.g.
@@ -20,11 +21,14 @@ embedded contract (:mod:`robolearn.deploy.integrity`); any mismatch is a one-lin
 
 ``step`` runs ONNX Runtime on one intra-op thread through pre-bound input and output buffers, so
 no array is allocated per call; the returned array is read-only and is overwritten by the next
-call (copy it to keep it).
+call (copy it to keep it). ``step_terms`` takes the observation as the contract's terms, each a
+float32 array of the term's shape (``(H, W)`` for an image, ``(width,)`` for a vector), and copies
+them into views of the same pre-bound buffer (no allocation either).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -53,6 +57,9 @@ class PolicyRunner:
 
     ``fixed_commands`` (read-only, name -> value) are the commands the task held constant in
     training; send them alongside ``step``'s command, they are not among its outputs.
+
+    ``step_terms(terms)`` is ``step`` with the observation given term by term (``term_shapes``,
+    read-only: name -> shape in contract order, ``(H, W)`` for an image term).
     """
 
     def __init__(self, path: str | Path, safe_action: str = "zeros"):
@@ -74,6 +81,9 @@ class PolicyRunner:
         inputs, outputs = self.contract["inputs"], self.contract["outputs"]
         state_shape = (self.recurrent["layers"], 1, self.recurrent["hidden_size"]) if self.recurrent else None
         self._obs = np.zeros((1, self.obs_dim), np.float32)
+        #: term name -> its shape, and a view of the bound observation buffer with that shape
+        self.term_shapes = MappingProxyType(_term_shapes(self.contract["obs"]["terms"]))
+        self._term_views = _term_views(self._obs[0], self.term_shapes)
         self._actions = np.zeros((1, self.action_dim), np.float32)
         self._state_in = [np.zeros(state_shape, np.float32) for _ in inputs[1:]]
         self._state_out = [np.zeros(state_shape, np.float32) for _ in outputs[1:]]
@@ -112,6 +122,36 @@ class PolicyRunner:
             self.nonfinite_obs += 1
             return self._safe()
         np.copyto(self._obs[0], obs)
+        return self._run()
+
+    def step_terms(self, terms: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One control tick from the observation's terms (name -> float32 array of the term's shape
+        in ``term_shapes``: ``(H, W)`` for an image, row 0 at the top, ``(width,)`` for a vector),
+        every term of the contract once; -> float32 command ``(action_dim,)``, as :meth:`step`.
+        A missing, unknown or misshapen term is a one-line ``ValueError`` naming it."""
+        if len(terms) != len(self._term_views):
+            self._check_term_names(terms)
+        for name, view in self._term_views.items():
+            value = terms.get(name)
+            if type(value) is not np.ndarray or value.dtype != np.float32 or value.shape != view.shape:
+                self._check_term_names(terms)
+                raise ValueError(_term_problem(name, value, view.shape))
+            np.copyto(view, value)
+        if not np.isfinite(self._obs[0], out=self._obs_finite).all():
+            self.nonfinite_obs += 1
+            return self._safe()
+        return self._run()
+
+    def _check_term_names(self, terms: Mapping[str, np.ndarray]) -> None:
+        for name in self._term_views:
+            if name not in terms:
+                raise ValueError(f"obs term {name!r}: missing (the policy reads {', '.join(self._term_views)})")
+        for name in terms:
+            if name not in self._term_views:
+                raise ValueError(f"obs term {name!r}: unknown (the policy reads {', '.join(self._term_views)})")
+
+    def _run(self) -> np.ndarray:
+        """The network on the observation in the bound buffer; the command, or the safe action."""
         self.session.run_with_iobinding(self._binding)
         if not (np.isfinite(self._actions, out=self._actions_finite).all()
                 and all(np.isfinite(s, out=self._state_finite).all() for s in self._state_out)):
@@ -184,6 +224,27 @@ def _checked_contract(data: bytes, path: Path) -> dict[str, Any]:
     check_graph_hash(data, contract, str(path))
     check_contract_file(contract, path)
     return contract
+
+
+def _term_shapes(terms: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """Contract terms -> name -> shape: ``shape`` for an image, ``(width,)`` for a vector."""
+    return {term["name"]: tuple(term.get("shape", (term["width"],))) for term in terms}
+
+
+def _term_views(obs: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Views of the flat ``obs`` buffer, one per term, in the term's shape (row-major)."""
+    views, start = {}, 0
+    for name, shape in shapes.items():
+        width = int(np.prod(shape))
+        views[name] = obs[start:start + width].reshape(shape)
+        start += width
+    return views
+
+
+def _term_problem(name: str, value: object, shape: tuple[int, ...]) -> str:
+    if isinstance(value, np.ndarray) and value.dtype == np.float32:
+        return f"obs term {name!r}: expected shape {shape}, got {value.shape}"
+    return f"obs term {name!r}: expected a float32 array of shape {shape}, got {_describe(value)}"
 
 
 def _describe(obs: object) -> str:

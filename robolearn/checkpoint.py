@@ -4,7 +4,9 @@ A checkpoint is one ``torch.save`` file of plain data (tensors, numbers, strings
 numpy arrays are stored as tensors), so loading one cannot run code. It holds:
 
 * ``format`` (``robolearn.checkpoint/2``), ``config`` (the resolved experiment as a plain dict),
-  ``layout`` (task, observation terms per group, action names, policy class);
+  ``layout`` (task, observation terms per group with widths and shapes, action names, policy class);
+* ``obs_dims``, ``obs_shapes`` (group -> term -> shape as a list, ``[H, W]`` for an image) and
+  ``action_dim``: what :func:`load_policy` rebuilds the network from;
 * ``model`` (the policy's ``state_dict``, normalisers included), ``algorithm`` (optimiser, lr),
   ``iteration``, ``env_steps``, ``wall_s``, ``world_size`` and ``episodes`` (the rolling window of
   finished episodes the logs average over);
@@ -13,7 +15,8 @@ numpy arrays are stored as tensors), so loading one cannot run code. It holds:
   ``policy_state`` (the observation and policy state the next rollout starts from).
 
 Format 1 checkpoints (no ``ranks``, ``algorithm.num_steps`` in the config) still load: their config
-is migrated and a resumed run restarts its episodes.
+is migrated and a resumed run restarts its episodes. Checkpoints without ``obs_shapes`` (written
+before image terms existed) load with every group read as one vector.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[P
     """Policy (in eval mode), config and raw state of a checkpoint (file or run directory)."""
     state = load_checkpoint(path, map_location=device)
     config = checkpoint_config(state)
-    policy = build_policy(config.policy, state["obs_dims"], state["action_dim"])
+    policy = build_policy(config.policy, state["obs_dims"], state["action_dim"], state.get("obs_shapes"))
     load_policy_state(policy, state)
     return policy.to(device).eval(), config, state
 
@@ -157,10 +160,16 @@ def load_policy_state(policy: Policy, state: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ resuming
+def obs_shapes(obs_layout: dict) -> dict[str, dict[str, list[int]]]:
+    """An env's observation shapes as plain data: group -> term -> shape (``[w]`` or ``[H, W]``)."""
+    return {group: {term: list(shape) for term, shape in layout.shapes.items()} for group, layout in obs_layout.items()}
+
+
 def run_layout(task: str, obs_layout: dict, action_names: list[str], policy_class: str) -> dict[str, Any]:
-    """What a checkpoint's policy was trained for: task, observation terms per group, actions, policy."""
+    """What a checkpoint's policy was trained for: task, observation terms per group (widths and
+    shapes), actions, policy."""
     return {"task": task, "obs": {group: dict(layout.widths) for group, layout in obs_layout.items()},
-            "actions": list(action_names), "policy_class": policy_class}
+            "obs_shapes": obs_shapes(obs_layout), "actions": list(action_names), "policy_class": policy_class}
 
 
 def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any]) -> None:
@@ -170,11 +179,16 @@ def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any
     where = f"--resume {state['path']}"
     saved = state.get("layout")
     if saved is not None:
-        for key, what in (("task", "task"), ("obs", "observation layout"), ("actions", "actions"),
-                          ("policy_class", "policy.class")):
-            if saved[key] != layout[key]:
-                raise CheckpointError(f"{where}: the checkpoint's {what} is {_short(saved[key])}, this config's is "
-                                      f"{_short(layout[key])}; start a new run instead")
+        for key, what in (("task", "task"), ("obs", "observation layout"), ("obs_shapes", "observation shapes"),
+                          ("actions", "actions"), ("policy_class", "policy.class")):
+            if key not in saved or saved[key] == layout[key]:  # obs_shapes: not in checkpoints from before images
+                continue
+            if key in ("obs", "obs_shapes"):
+                term, was, now = _term_difference(saved[key], layout[key])
+                raise CheckpointError(f"{where}: the checkpoint's {what} differs at {term}: {_short(was)} in the run, "
+                                      f"{_short(now)} here; start a new run instead")
+            raise CheckpointError(f"{where}: the checkpoint's {what} is {_short(saved[key])}, this config's is "
+                                  f"{_short(layout[key])}; start a new run instead")
     allowed = {f"trainer.{key}" for key in type(config.trainer).RESUMABLE} | {"device", "env.nthread", "experiment"}
     old, new = _flatten(state["config"]), _flatten(config.to_dict())
     for key in sorted(set(old) | set(new)):
@@ -182,6 +196,19 @@ def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any
             raise CheckpointError(f"{where}: {key} is {old.get(key, '<unset>')!r} in the run, {new.get(key, '<unset>')!r} "
                                   f"here; a resumed run keeps its settings (only trainer budgets and intervals, device "
                                   f"and env.nthread may change): start a new run to change it")
+
+
+def _term_difference(saved: dict[str, dict], new: dict[str, dict]) -> tuple[str, Any, Any]:
+    """The first ``group.term`` whose entry differs between two group -> term -> value layouts
+    (or the group, when only the order of its terms differs), with both entries."""
+    for group in dict.fromkeys([*saved, *new]):
+        old_terms, new_terms = saved.get(group, {}), new.get(group, {})
+        for term in dict.fromkeys([*old_terms, *new_terms]):
+            if old_terms.get(term, "<none>") != new_terms.get(term, "<none>"):
+                return f"{group}.{term}", old_terms.get(term, "<none>"), new_terms.get(term, "<none>")
+        if list(old_terms) != list(new_terms):
+            return group, list(old_terms), list(new_terms)
+    return "<root>", saved, new
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -240,7 +240,8 @@ def _cmd_envs(args: argparse.Namespace) -> int:
         config = spec.config_cls(num_envs=1, nthread=1)
         env = spec.env_cls(config=config)
         obs = {group: layout.size for group, layout in env.obs_layout.items()}
-        terms = ", ".join(f"{name}:{w}" for name, w in env.obs_layout["policy"].widths.items())
+        shapes = env.obs_layout["policy"].shapes
+        terms = ", ".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in shapes.items())
         rows.append((spec.name, obs["policy"], obs["critic"], env.single_action_space.shape[0],
                      f"{env.control_dt * 1000:.0f} ms", spec.description, terms))
         env.close()

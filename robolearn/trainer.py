@@ -39,7 +39,8 @@ import torch
 
 from robolearn.algorithms import ALGORITHMS
 from robolearn.checkpoint import (CHECKPOINT_DIR, LATEST, CheckpointError, check_resumable, checkpoint_config,
-                                  load_checkpoint, load_policy_state, run_layout, save_checkpoint, to_numpy)
+                                  load_checkpoint, load_policy_state, obs_shapes, run_layout, save_checkpoint,
+                                  to_numpy)
 from robolearn.config import Config
 from robolearn.distributed import (Distributed, cpu_count, merge_episode_lists, resolve_device, resolve_threads,
                                   torch_threads)
@@ -98,8 +99,9 @@ class Trainer:
         self.env = self._build_env()
         self.torch_env = TorchEnv(self.env, self.device)
         self.obs_dims = {group: layout.size for group, layout in self.env.obs_layout.items()}
+        self.obs_shapes = obs_shapes(self.env.obs_layout)
         self.action_dim = self.env.single_action_space.shape[0]
-        self.policy = build_policy(config.policy, self.obs_dims, self.action_dim).to(self.device)
+        self.policy = build_policy(config.policy, self.obs_dims, self.action_dim, self.obs_shapes).to(self.device)
         self.algorithm = ALGORITHMS[config.algorithm.name](self.policy, device=self.device, distributed=self.dist,
                                                            **config.algorithm.algorithm_kwargs())
         #: envs over all ranks: the samples of an iteration are num_steps * total_envs
@@ -331,6 +333,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "layout": self.layout,
             "obs_dims": self.obs_dims,
+            "obs_shapes": self.obs_shapes,
             "action_dim": self.action_dim,
             "world_size": self.dist.world_size,
             "episodes": {key: list(values) for key, values in self.episodes.items()},

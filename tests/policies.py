@@ -29,10 +29,12 @@ def set_statistics(normalizer: EmpiricalNormalizer, seed: int) -> None:
     normalizer.var.copy_(torch.rand(dim, generator=generator) * 3.0 + 0.1)
 
 
-def make_policy(obs_dims: Mapping[str, int], action_dim: int, policy_class: str = "mlp", **keys: Any) -> Policy:
-    """The policy ``policy: {class: policy_class, **keys}`` describes (other keys at their defaults)."""
+def make_policy(obs_dims: Mapping[str, int], action_dim: int, policy_class: str = "mlp",
+                obs_shapes: Mapping[str, Mapping[str, Sequence[int]]] | None = None, **keys: Any) -> Policy:
+    """The policy ``policy: {class: policy_class, **keys}`` describes (other keys at their defaults),
+    for observation groups of these widths (and term shapes: image terms)."""
     config = policy_config_class(policy_class).model_validate({"class": policy_class, **keys})
-    return build_policy(config, obs_dims, action_dim)
+    return build_policy(config, obs_dims, action_dim, obs_shapes)
 
 
 def algorithm_kwargs(name: str = "ppo", **keys: Any) -> dict[str, Any]:

@@ -33,9 +33,11 @@ class PreviousObsActorCritic(Policy):
 
     sequence_training = True
 
-    def __init__(self, obs_dims, action_dim, *, actor_hidden, critic_hidden, activation, init_std, normalize_obs,
-                 critic_obs, previous_weight):
+    def __init__(self, obs_dims, action_dim, *, obs_shapes, actor_hidden, critic_hidden, activation, init_std,
+                 normalize_obs, critic_obs, encoder, previous_weight):
         super().__init__()
+        if any(len(shape) > 1 for terms in (obs_shapes or {}).values() for shape in terms.values()):
+            raise ValueError("policy.class previous_obs reads vector observations only")  # (encoder: unused)
         self.critic_obs, self.previous_weight, self.obs_dim = critic_obs, previous_weight, obs_dims["policy"]
         self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs)
         self.actor = build_mlp(2 * obs_dims["policy"], actor_hidden, action_dim, activation, output_gain=0.01)

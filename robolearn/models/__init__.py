@@ -1,6 +1,7 @@
 """Policies: one interface (:class:`Policy`), built by name from the ``policy`` config section."""
 
 from robolearn.models.actor_critic import DeployableMLP, MLPActorCritic, build_activation, gaussian_kl
+from robolearn.models.encoder import ConvEncoder, ObsEncoder, ObsTerms
 from robolearn.models.normalizer import EmpiricalNormalizer
 from robolearn.models.policy import (POLICIES, ActionScores, Policy, PolicyStep, build_policy,
                                      register_policy)
@@ -11,6 +12,6 @@ register_policy("mlp", MLPActorCritic)
 register_policy("lstm", LSTMActorCritic)
 register_policy("gru", GRUActorCritic)
 
-__all__ = ["POLICIES", "ActionScores", "DeployableMLP", "DeployableRecurrent", "EmpiricalNormalizer",
-           "GRUActorCritic", "LSTMActorCritic", "MLPActorCritic", "Policy", "PolicyStep", "RecurrentActorCritic",
-           "Trajectories", "build_activation", "build_policy", "gaussian_kl", "register_policy"]
+__all__ = ["POLICIES", "ActionScores", "ConvEncoder", "DeployableMLP", "DeployableRecurrent", "EmpiricalNormalizer",
+           "GRUActorCritic", "LSTMActorCritic", "MLPActorCritic", "ObsEncoder", "ObsTerms", "Policy", "PolicyStep",
+           "RecurrentActorCritic", "Trajectories", "build_activation", "build_policy", "gaussian_kl", "register_policy"]

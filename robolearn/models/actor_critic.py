@@ -3,8 +3,9 @@ state-independent log-std) and the building blocks other policies share.
 
 Observations are dicts of groups, ``{"policy": [N, Dp], "critic": [N, Dc]}``: the actor reads
 ``policy``, the critic the group named by ``critic_obs``. Each group used is normalised by its own
-:class:`EmpiricalNormalizer` inside the model. The Gaussian math is closed-form (no
-``torch.distributions`` objects on the hot path).
+:class:`EmpiricalNormalizer` inside the model; a group with image terms (``obs_shapes``) has them
+encoded by a CNN per reader first (:mod:`robolearn.models.encoder`). The Gaussian math is
+closed-form (no ``torch.distributions`` objects on the hot path).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from robolearn.config import EncoderConfig
+from robolearn.models.encoder import (ObsEncoder, ObsShapes, ObsTerms, build_obs_encoders, encode_obs, feature_dims,
+                                      group_terms)
 from robolearn.models.normalizer import EmpiricalNormalizer, ReduceMoments
 from robolearn.models.policy import ActionScores, Policy, PolicyStep
 
@@ -48,25 +52,30 @@ def build_mlp(input_dim: int, hidden: Sequence[int], output_dim: int, activation
     return nn.Sequential(*layers)
 
 
-def build_obs_normalizers(obs_dims: Mapping[str, int], critic_obs: str, normalize_obs: bool) -> nn.ModuleDict:
-    """One :class:`EmpiricalNormalizer` (or identity) per group the model reads: ``policy`` and ``critic_obs``."""
+def build_obs_normalizers(obs_dims: Mapping[str, int], critic_obs: str, normalize_obs: bool,
+                          obs_terms: Mapping[str, ObsTerms] | None = None) -> nn.ModuleDict:
+    """One :class:`EmpiricalNormalizer` (or identity) per group the model reads: ``policy`` and
+    ``critic_obs``, over the group's vector terms (``obs_terms``; default: the whole group)."""
     for group in ("policy", critic_obs):
         if group not in obs_dims:
             raise ValueError(f"observation group {group!r} not in obs_dims {dict(obs_dims)}")
+    widths = {group: obs_terms[group].vector_width if obs_terms else obs_dims[group] for group in obs_dims}
     return nn.ModuleDict({
-        group: EmpiricalNormalizer(obs_dims[group]) if normalize_obs else nn.Identity()
+        group: EmpiricalNormalizer(widths[group]) if normalize_obs and widths[group] else nn.Identity()
         for group in dict.fromkeys(("policy", critic_obs))
     })
 
 
 @torch.no_grad()
 def update_obs_normalizers(normalizers: nn.ModuleDict, obs: Mapping[str, torch.Tensor],
-                           reduce: ReduceMoments | None = None) -> None:
+                           reduce: ReduceMoments | None = None,
+                           obs_terms: Mapping[str, ObsTerms] | None = None) -> None:
     """Fold a batch of observations (any leading shape) into each group's normaliser statistics
-    (``reduce``: merge the batch moments across distributed ranks first)."""
+    (``reduce``: merge the batch moments across distributed ranks first); with ``obs_terms``, only
+    the vector terms of a group with images."""
     for group, normalizer in normalizers.items():
         if isinstance(normalizer, EmpiricalNormalizer):
-            normalizer.update(obs[group], reduce)
+            normalizer.update(obs_terms[group].vectors(obs[group]) if obs_terms else obs[group], reduce)
 
 
 def gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,25 +110,32 @@ def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor,
 
 class MLPActorCritic(Policy):
     """π(a|s) = N(μ_θ(s), diag(σ²)) with a learned log σ, and a separate critic V_φ(s); no memory
-    (its state is the empty ``[N, 0]``)."""
+    (its state is the empty ``[N, 0]``). Image terms of a group are encoded by a CNN per reader
+    (``obs_encoders["actor"]`` / ``["critic"]``) before its MLP."""
 
     def __init__(
         self,
         obs_dims: Mapping[str, int],
         action_dim: int,
         *,
+        obs_shapes: ObsShapes | None,
         actor_hidden: Sequence[int],
         critic_hidden: Sequence[int],
         activation: str,
         init_std: float,
         normalize_obs: bool,
         critic_obs: str,
+        encoder: EncoderConfig | None,
     ) -> None:
         super().__init__()
         self.critic_obs = critic_obs
-        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs)
-        self.actor = build_mlp(obs_dims["policy"], actor_hidden, action_dim, activation, output_gain=0.01)
-        self.critic = build_mlp(obs_dims[critic_obs], critic_hidden, 1, activation, output_gain=1.0)
+        self.readers = {"actor": "policy", "critic": critic_obs}
+        self.obs_terms = group_terms(obs_dims, obs_shapes)
+        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs, self.obs_terms)
+        self.obs_encoders = build_obs_encoders(self.obs_terms, self.readers, encoder, activation)
+        widths = feature_dims(self.obs_terms, self.readers, self.obs_encoders)
+        self.actor = build_mlp(widths["actor"], actor_hidden, action_dim, activation, output_gain=0.01)
+        self.critic = build_mlp(widths["critic"], critic_hidden, 1, activation, output_gain=1.0)
         self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
 
     def initial_state(self, num_envs: int) -> torch.Tensor:
@@ -144,32 +160,42 @@ class MLPActorCritic(Policy):
 
     def value(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor | None) -> torch.Tensor:
         """V_φ(s), ``[N]``."""
-        return self.critic(self.obs_normalizers[self.critic_obs](obs[self.critic_obs])).squeeze(-1)
+        return self.critic(self._features("critic", obs)).squeeze(-1)
 
     def update_normalizers(self, obs: Mapping[str, torch.Tensor], reduce: ReduceMoments | None = None) -> None:
         """Fold a batch of observations (any leading shape) into each group's statistics."""
-        update_obs_normalizers(self.obs_normalizers, obs, reduce)
+        update_obs_normalizers(self.obs_normalizers, obs, reduce, self.obs_terms)
 
     def deployable_actor(self) -> "DeployableMLP":
-        return DeployableMLP(self.obs_normalizers["policy"], self.actor).eval()
+        return DeployableMLP(self.obs_normalizers["policy"], self.actor, self._encoder("actor")).eval()
 
     def _mean(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.actor(self.obs_normalizers["policy"](obs["policy"]))
+        return self.actor(self._features("actor", obs))
+
+    def _encoder(self, reader: str) -> ObsEncoder | None:
+        return self.obs_encoders[reader] if reader in self.obs_encoders else None
+
+    def _features(self, reader: str, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """What ``reader``'s network reads: its group normalised (and its images encoded)."""
+        group = self.readers[reader]
+        return encode_obs(obs[group], self.obs_normalizers[group], self._encoder(reader))
 
 
 class DeployableMLP(nn.Module):
-    """``actor(normalizer(obs))``: the deterministic action of an :class:`MLPActorCritic`, sharing its
-    weights (the interface :mod:`robolearn.deploy.export` traces)."""
+    """``actor(normalizer(obs))`` (with image terms: ``actor(encoder(obs, normalizer))``): the
+    deterministic action of an :class:`MLPActorCritic`, sharing its weights (the interface
+    :mod:`robolearn.deploy.export` traces)."""
 
     recurrent = None
 
-    def __init__(self, normalizer: nn.Module, actor: nn.Sequential):
+    def __init__(self, normalizer: nn.Module, actor: nn.Sequential, encoder: ObsEncoder | None = None):
         super().__init__()
         linears = [m for m in actor if isinstance(m, nn.Linear)]
-        self.obs_dim = linears[0].in_features
+        self.obs_dim = encoder.obs_dim if encoder is not None else linears[0].in_features
         self.action_dim = linears[-1].out_features
         self.normalizer = normalizer
         self.actor = actor
+        self.encoder = encoder
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor(self.normalizer(obs))
+        return self.actor(encode_obs(obs, self.normalizer, self.encoder))

@@ -30,12 +30,16 @@ step's dones, so an env whose episode ended starts the next one from the initial
   ``forward(obs[, h[, c]]) -> actions[, h[, c]]`` on raw policy observations, normaliser inside.
 
 Observations are dicts of groups (``{"policy": [N, Dp], "critic": [N, Dc]}``); a policy's actor
-reads ``policy`` only, so its deployable actor needs nothing the robot cannot sense.
+reads ``policy`` only, so its deployable actor needs nothing the robot cannot sense. Each group is
+one flat vector; ``obs_shapes`` (group -> term -> shape, in layout order) tells a policy which
+slices are images (``(H, W)``, row-major), which the bundled policies encode with a CNN
+(``policy.encoder``, :mod:`robolearn.models.encoder`). The deployable actor still takes the flat
+``obs`` vector, images inside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -101,7 +105,7 @@ class Policy(nn.Module):
         raise NotImplementedError
 
 
-#: ``policy.class`` -> the policy class (built as ``cls(obs_dims, action_dim, **config keys)``)
+#: ``policy.class`` -> the policy class (built as ``cls(obs_dims, action_dim, obs_shapes=..., **config keys)``)
 POLICIES: dict[str, Callable[..., Policy]] = {}
 
 
@@ -117,9 +121,15 @@ def register_policy(name: str, policy_cls: Callable[..., Policy],
     POLICIES[name] = policy_cls
 
 
-def build_policy(config: PolicyConfig, obs_dims: Mapping[str, int], action_dim: int) -> Policy:
-    """The policy a validated ``policy`` section describes, for these observation groups and actions."""
+def build_policy(config: PolicyConfig, obs_dims: Mapping[str, int], action_dim: int,
+                 obs_shapes: Mapping[str, Mapping[str, Sequence[int]]] | None = None) -> Policy:
+    """The policy a validated ``policy`` section describes, for these observation groups and actions.
+
+    ``obs_shapes`` (``{group: {term: shape}}`` in layout order, as the env's
+    ``{g: layout.shapes for g, layout in env.obs_layout.items()}``) marks the image terms; None (a
+    checkpoint from before shapes were recorded) reads every group as one vector.
+    """
     name = config.class_
     if name not in POLICIES:
         raise ValueError(f"policy.class: no policy registered as {name!r} (registered: {', '.join(sorted(POLICIES))})")
-    return POLICIES[name](obs_dims, action_dim, **config.constructor_kwargs())
+    return POLICIES[name](obs_dims, action_dim, obs_shapes=obs_shapes, **config.constructor_kwargs())

@@ -1,6 +1,7 @@
 """Recurrent actor-critic (LSTM or GRU) with explicit hidden state.
 
-Actor and critic each have their own memory: normalised observations -> optional MLP encoder ->
+Actor and critic each have their own memory: normalised observations (image terms encoded by the
+reader's CNN, :mod:`robolearn.models.encoder`) -> optional MLP layers (``encoder_hidden``) ->
 a multi-layer LSTM/GRU -> an MLP head (``actor_hidden`` / ``critic_hidden``). The actor reads the
 ``policy`` group, the critic the group named by ``critic_obs`` (``critic``: privileged state, an
 asymmetric actor-critic), so the exported actor never needs what the robot cannot sense.
@@ -20,8 +21,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from robolearn.config import EncoderConfig
 from robolearn.models.actor_critic import (build_activation, build_mlp, build_obs_normalizers,
                                            gaussian_log_prob_entropy, gaussian_sample, update_obs_normalizers)
+from robolearn.models.encoder import ObsShapes, build_obs_encoders, encode_obs, feature_dims, group_terms
 from robolearn.models.normalizer import ReduceMoments
 from robolearn.models.policy import ActionScores, Policy, PolicyStep
 from robolearn.models.trajectories import Trajectories
@@ -68,6 +71,7 @@ class RecurrentActorCritic(Policy):
         obs_dims: Mapping[str, int],
         action_dim: int,
         *,
+        obs_shapes: ObsShapes | None,
         rnn_hidden: int,
         rnn_layers: int,
         encoder_hidden: Sequence[int],
@@ -77,14 +81,20 @@ class RecurrentActorCritic(Policy):
         init_std: float,
         normalize_obs: bool,
         critic_obs: str,
+        encoder: EncoderConfig | None,
     ) -> None:
         super().__init__()
         cell = self.cell
         self.rnn_hidden, self.rnn_layers = rnn_hidden, rnn_layers
         self.critic_obs = critic_obs
-        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs)
-        self.actor_memory = Memory(cell, obs_dims["policy"], encoder_hidden, rnn_hidden, rnn_layers, activation)
-        self.critic_memory = Memory(cell, obs_dims[critic_obs], encoder_hidden, rnn_hidden, rnn_layers, activation)
+        self.obs_dims = dict(obs_dims)
+        self.readers = {"actor": "policy", "critic": critic_obs}
+        self.obs_terms = group_terms(obs_dims, obs_shapes)
+        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs, self.obs_terms)
+        self.obs_encoders = build_obs_encoders(self.obs_terms, self.readers, encoder, activation)
+        widths = feature_dims(self.obs_terms, self.readers, self.obs_encoders)
+        self.actor_memory = Memory(cell, widths["actor"], encoder_hidden, rnn_hidden, rnn_layers, activation)
+        self.critic_memory = Memory(cell, widths["critic"], encoder_hidden, rnn_hidden, rnn_layers, activation)
         self.actor = build_mlp(rnn_hidden, actor_hidden, action_dim, activation, output_gain=0.01)
         self.critic = build_mlp(rnn_hidden, critic_hidden, 1, activation, output_gain=1.0)
         self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
@@ -106,8 +116,8 @@ class RecurrentActorCritic(Policy):
     def act(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> PolicyStep:
         """Sample a ~ π(·|o, m) and advance both memories; ``obs`` ``[N, D]``."""
         actor_state, critic_state = self._split(state)
-        actor_features, actor_state = self._step(self.actor_memory, obs, "policy", actor_state)
-        critic_features, critic_state = self._step(self.critic_memory, obs, self.critic_obs, critic_state)
+        actor_features, actor_state = self._step("actor", obs, actor_state)
+        critic_features, critic_state = self._step("critic", obs, critic_state)
         mean = self.actor(actor_features)
         actions, log_prob = gaussian_sample(mean, self.log_std)
         values = self.critic(critic_features).squeeze(-1)
@@ -123,19 +133,19 @@ class RecurrentActorCritic(Policy):
 
     def value(self, obs: Mapping[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
         """V_φ(o, m), ``[N]`` (used to bootstrap; the state is not advanced)."""
-        critic_features, _ = self._step(self.critic_memory, obs, self.critic_obs, self._split(state)[1])
+        critic_features, _ = self._step("critic", obs, self._split(state)[1])
         return self.critic(critic_features).squeeze(-1)
 
     def actor_step(self, obs: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The deployed policy, actor only: raw ``policy`` observations ``[B, D]`` and the actor state
         (``h``, and ``c`` for an LSTM, each ``[layers, B, rnn_hidden]``) -> ``(mean_action, h[, c])``."""
-        features, state = self._step(self.actor_memory, {"policy": obs}, "policy", (h,) if c is None else (h, c))
+        features, state = self._step("actor", {"policy": obs}, (h,) if c is None else (h, c))
         return (self.actor(features), *state)
 
-    def _step(self, memory: Memory, obs: Mapping[str, torch.Tensor], group: str,
+    def _step(self, reader: str, obs: Mapping[str, torch.Tensor],
               state: Sequence[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One time step of one memory: features ``[N, H]`` and its new state."""
-        out, state = memory(self._encode(memory, obs, group).unsqueeze(0), state)
+        """One time step of ``reader``'s (``actor`` | ``critic``) memory: features ``[N, H]`` and its new state."""
+        out, state = self._memory(reader)(self._encode(reader, obs).unsqueeze(0), state)
         return out[0], state
 
     # ------------------------------------------------------------------ whole rollouts (training)
@@ -145,27 +155,32 @@ class RecurrentActorCritic(Policy):
         ``[S, layers, n, H]``, with episodes ending where ``dones``."""
         trajectories = Trajectories(dones)
         actor_state, critic_state = self._split(state)
-        actor_features = self._run_segments(self.actor_memory, obs, "policy", actor_state, trajectories)
-        critic_features = self._run_segments(self.critic_memory, obs, self.critic_obs, critic_state, trajectories)
+        actor_features = self._run_segments("actor", obs, actor_state, trajectories)
+        critic_features = self._run_segments("critic", obs, critic_state, trajectories)
         mean = self.actor(actor_features)
         log_prob, entropy = gaussian_log_prob_entropy(actions, mean, self.log_std)
         values = self.critic(critic_features).squeeze(-1)
         return ActionScores(log_prob, entropy, values, mean, self.log_std.exp().expand_as(mean))
 
-    def _run_segments(self, memory: Memory, obs: Mapping[str, torch.Tensor], group: str, state: torch.Tensor,
+    def _run_segments(self, reader: str, obs: Mapping[str, torch.Tensor], state: torch.Tensor,
                       trajectories: Trajectories) -> torch.Tensor:
         """Every episode segment through the cell in one call: pad, run, read back the valid steps."""
-        x = self._encode(memory, obs, group)  # before padding: the encoder sees valid steps only
-        out, _ = memory(trajectories.pad(x), tuple(trajectories.initial_state(state)))
+        x = self._encode(reader, obs)  # before padding: the encoders see valid steps only
+        out, _ = self._memory(reader)(trajectories.pad(x), tuple(trajectories.initial_state(state)))
         return trajectories.unpad(out)
 
-    def _encode(self, memory: Memory, obs: Mapping[str, torch.Tensor], group: str) -> torch.Tensor:
-        """Normalise one observation group and run it through ``memory``'s encoder."""
-        return memory.encoder(self.obs_normalizers[group](obs[group]))
+    def _memory(self, reader: str) -> Memory:
+        return self.actor_memory if reader == "actor" else self.critic_memory
+
+    def _encode(self, reader: str, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``reader``'s group normalised (its images through the reader's CNN), then its memory's MLP layers."""
+        group = self.readers[reader]
+        encoder = self.obs_encoders[reader] if reader in self.obs_encoders else None
+        return self._memory(reader).encoder(encode_obs(obs[group], self.obs_normalizers[group], encoder))
 
     def update_normalizers(self, obs: Mapping[str, torch.Tensor], reduce: ReduceMoments | None = None) -> None:
         """Fold a batch of observations (any leading shape) into each group's statistics."""
-        update_obs_normalizers(self.obs_normalizers, obs, reduce)
+        update_obs_normalizers(self.obs_normalizers, obs, reduce, self.obs_terms)
 
     def deployable_actor(self) -> "DeployableRecurrent":
         return DeployableRecurrent(self).eval()
@@ -185,13 +200,12 @@ class GRUActorCritic(RecurrentActorCritic):
 
 class DeployableRecurrent(nn.Module):
     """``model.actor_step(obs, h[, c])``: the deterministic action of a :class:`RecurrentActorCritic`
-    (normaliser, actor memory and head; the critic is never called), sharing its weights."""
+    (normaliser, the actor's image encoder if any, actor memory and head; the critic is never
+    called), sharing its weights."""
 
     def __init__(self, model: RecurrentActorCritic):
         super().__init__()
-        memory = model.actor_memory
-        encoder = [m for m in memory.encoder if isinstance(m, nn.Linear)]
-        self.obs_dim = encoder[0].in_features if encoder else memory.rnn.input_size
+        self.obs_dim = model.obs_dims["policy"]
         self.action_dim = model.log_std.numel()
         self.recurrent = {"cell": model.cell, "layers": model.rnn_layers, "hidden_size": model.rnn_hidden}
         self.model = model
