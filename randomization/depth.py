@@ -1,7 +1,7 @@
 """How real depth cameras fail, as randomization targets on a task's depth-image terms.
 
 A task with a depth image declares it in ``env.obs_term_info[term]`` (``invalid_value``, ``near``,
-``far``, ``shape`` and the ``camera`` that takes it); the targets below select such terms
+``far`` and the ``camera`` that takes it; its shape is the observation layout's); the targets below select such terms
 (``select: {obs_terms: [depth]}``) and act on the policy group only (the critic reads no pixels):
 
 * ``depth_noise``      per-pixel Gaussian noise growing with range, sigma = value * d^2 (metres; the
@@ -98,7 +98,8 @@ class DepthEffects:
                 elif target == "depth_dropout":
                     holes |= rng.random(image.shape) < v[:, None]
                 elif target == "depth_edge_holes":
-                    holes |= depth_edges(image, meta["shape"], invalid) & (rng.random(image.shape) < v[:, None])
+                    edges = depth_edges(image, layout.shapes[term], invalid)
+                    holes |= edges & (rng.random(image.shape) < v[:, None])
             policy[:, sl] = np.where(holes, invalid, image)
         self.fresh[:] = False
 

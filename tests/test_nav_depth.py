@@ -70,7 +70,7 @@ def test_pixels_without_a_valid_return_read_the_invalid_value():
     floor = depth[-1]
     assert np.all((floor > 0.1) & (floor < 1.5))  # the floor just ahead is valid
     info = env.obs_term_info["depth"]
-    assert info["invalid_value"] == -1.0 and info["shape"] == [24, 32] and info["units"] == "m"
+    assert info["invalid_value"] == -1.0 and info["units"] == "m" and info["far"] == 1.5
 
 
 def test_shapes_through_the_layout_and_the_critic_reads_no_pixels():

@@ -100,7 +100,7 @@ class NavDepthEnv(NavEnv):
         """Per image term, what the export contract tells the robot side about it."""
         cam = self.cfg.camera
         return {"depth": {
-            "units": "m", "kind": "depth (z-distance along the optical axis)", "shape": [cam.height, cam.width],
+            "units": "m", "kind": "depth (z-distance along the optical axis)",
             "layout": "row-major, row 0 at the top, column 0 at the left", "invalid_value": cam.invalid_value,
             "near": cam.near, "far": cam.far, "fovy_deg": cam.fovy, "fovx_deg": round(cam.fovx, 3),
             "camera": CAMERA}}
