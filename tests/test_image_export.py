@@ -209,9 +209,15 @@ def test_step_terms_allocates_nothing_per_call(mlp_export):
     rng = np.random.default_rng(0)
     terms = {name: rng.random(shape).astype(np.float32) for name, shape in runner.term_shapes.items()}
     flat = np.concatenate([value.ravel() for value in terms.values()])
-    # as little as step(), which copies into the bound buffer too: an image copy per call would add 3 KB
+    # as little as step(), which copies into the bound buffer too: an image copy per call would add
+    # 3 KB; the margin covers Python's own short-lived objects (shape tuples, dict lookups: ~1.4 KB
+    # in a fresh CI venv)
     peak_bytes(lambda: None)  # tracemalloc's first start in a process takes memory of its own
-    assert peak_bytes(lambda: runner.step_terms(terms)) <= peak_bytes(lambda: runner.step(flat)) + 256
+    image_bytes = 4 * 24 * 32
+    copying = peak_bytes(lambda: (terms["depth"].copy(), runner.step_terms(terms)))
+    plain = peak_bytes(lambda: runner.step_terms(terms))
+    assert plain <= peak_bytes(lambda: runner.step(flat)) + 2048
+    assert copying >= plain + image_bytes - 512  # the measure sees one image copy
 
 
 def test_deploy_bench_measures_an_image_policy(mlp_export):
