@@ -111,6 +111,19 @@ def test_a_urdf_whose_mesh_is_missing_names_the_file(tmp_path):
     assert "chassis.stl" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_model_file_or_package_that_is_not_there_is_one_line(tmp_path, capsys):
+    for ref, message in ((str(tmp_path / "gone.xml"), "gone.xml does not exist"),
+                         ("package://no_such_package/robot.xml", "package 'no_such_package' is not installed")):
+        with pytest.raises(RobotSpecError, match=message):
+            NavEnv(num_envs=1, nthread=1, robot=spec("kobuki", file=ref))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(json.dumps({"env": {"task": "robolearn/Nav-v0", "robot": spec("kobuki", file=str(tmp_path / "x.urdf"))},
+                               "trainer": {"max_iterations": 1}}))
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "robot error" in err and "x.urdf does not exist" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_spec_file_is_loaded_relative_to_itself_and_bad_keys_are_named(tmp_path):
     (tmp_path / "robots").mkdir()
     path = tmp_path / "robots" / "bot.yaml"

@@ -252,8 +252,8 @@ class RobotSpec(StrictModel):
 
 
 def resolve_path(ref: str, what: str) -> Path:
-    """An absolute path or ``package://<package>/<path>`` to a file path; FileNotFoundError naming
-    what it looked for."""
+    """An absolute path or ``package://<package>/<path>`` to a file path; RobotSpecError naming
+    what it looked for (a missing file or package is a spec problem: one line, not a traceback)."""
     if ref.startswith(PACKAGE_SCHEME):
         package, _, rest = ref[len(PACKAGE_SCHEME):].partition("/")
         try:
@@ -262,12 +262,12 @@ def resolve_path(ref: str, what: str) -> Path:
             found = None
         if found is None or not found.submodule_search_locations:
             extra = " (pip install -e \".[robots]\")" if package == "gymnasium_robotics" else ""
-            raise FileNotFoundError(f"{what}: {ref}: package {package!r} is not installed{extra}")
+            raise RobotSpecError(f"{what}: {ref}: package {package!r} is not installed{extra}")
         path = Path(list(found.submodule_search_locations)[0]) / rest
     else:
         path = Path(ref)
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: {path} does not exist")
+        raise RobotSpecError(f"{what}: {path} does not exist")
     return path
 
 
