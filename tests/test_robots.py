@@ -117,8 +117,8 @@ def test_a_model_file_or_package_that_is_not_there_is_one_line(tmp_path, capsys)
         with pytest.raises(RobotSpecError, match=message):
             NavEnv(num_envs=1, nthread=1, robot=spec("kobuki", file=ref))
     exp = tmp_path / "exp.yaml"
-    exp.write_text(json.dumps({"env": {"task": "robolearn/Nav-v0", "robot": spec("kobuki", file=str(tmp_path / "x.urdf"))},
-                               "trainer": {"max_iterations": 1}}))
+    robot = spec("kobuki", file=str(tmp_path / "x.urdf"))
+    exp.write_text(json.dumps({"env": {"task": "robolearn/Nav-v0", "robot": robot}, "trainer": {"max_iterations": 1}}))
     assert main(["train", str(exp), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "robot error" in err and "x.urdf does not exist" in err and len(err.strip().splitlines()) == 1

@@ -161,16 +161,22 @@ def _collision(spec: mujoco.MjSpec, robot: RobotSpec) -> None:
                              f"({closest(missing[0], names)})")
 
 
+def _matching(elements: list, pattern: str, key: str, kind: str, robot: RobotSpec) -> list:
+    """The elements whose name matches the shell ``pattern``; RobotSpecError naming ``key`` when
+    none does."""
+    hit = [e for e in elements if fnmatch.fnmatchcase(e.name, pattern)]
+    if not hit:
+        raise RobotSpecError(f"{key}: {pattern!r} matches no {kind} of robot {robot.name!r} "
+                             f"({closest(pattern, [e.name for e in elements])})")
+    return hit
+
+
 def _geom_contact(spec: mujoco.MjSpec, robot: RobotSpec) -> None:
     """Contact settings of the geoms the spec's ``geom_contact`` patterns match (e.g. frictionless
     casters, which a URDF cannot say); ``joint_dynamics`` likewise for joints."""
     geoms = list(spec.worldbody.find_all(mujoco.mjtObj.mjOBJ_GEOM))
     for pattern, contact in robot.geom_contact.items():
-        hit = [g for g in geoms if fnmatch.fnmatchcase(g.name, pattern)]
-        if not hit:
-            raise RobotSpecError(f"robot.geom_contact: {pattern!r} matches no geom of robot {robot.name!r} "
-                                 f"({closest(pattern, [g.name for g in geoms])})")
-        for geom in hit:
+        for geom in _matching(geoms, pattern, "robot.geom_contact", "geom", robot):
             if contact.condim is not None:
                 geom.condim = contact.condim
             if contact.friction is not None:
@@ -180,11 +186,7 @@ def _geom_contact(spec: mujoco.MjSpec, robot: RobotSpec) -> None:
 def _joint_dynamics(spec: mujoco.MjSpec, robot: RobotSpec) -> None:
     joints = list(spec.worldbody.find_all(mujoco.mjtObj.mjOBJ_JOINT))
     for pattern, dyn in robot.joint_dynamics.items():
-        hit = [j for j in joints if fnmatch.fnmatchcase(j.name, pattern)]
-        if not hit:
-            raise RobotSpecError(f"robot.joint_dynamics: {pattern!r} matches no joint of robot {robot.name!r} "
-                                 f"({closest(pattern, [j.name for j in joints])})")
-        for joint in hit:
+        for joint in _matching(joints, pattern, "robot.joint_dynamics", "joint", robot):
             for key in ("armature", "damping", "frictionloss"):
                 if getattr(dyn, key) is not None:
                     setattr(joint, key, getattr(dyn, key))
@@ -213,6 +215,17 @@ def _check_actuators(spec, joints, actuators, key, where) -> None:
             raise RobotSpecError(f"{key}.actuators: {name!r} drives {act.target!r}, not joint {joint!r}")
 
 
+def _drive(spec, part, key: str, where: str) -> None:
+    """An arm's or gripper's joints exist and are driven: by the named actuators of the file, or by
+    position actuators added from its ``drive``."""
+    for name in part.joints:
+        find(spec, "joint", name, f"{key}.joints", where)
+    if part.actuators is not None:
+        _check_actuators(spec, part.joints, part.actuators, key, where)
+    else:
+        _add_position_actuators(spec, part.joints, part.drive, key, where)
+
+
 def _subtree(body) -> Iterable:
     yield body
     for child in body.bodies:
@@ -227,12 +240,7 @@ def _geom_box(model: mujoco.MjModel, gid: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _add_arm_parts(spec, robot: RobotSpec, where: str) -> None:
     arm = robot.arm
-    for name in arm.joints:
-        find(spec, "joint", name, "robot.arm.joints", where)
-    if arm.actuators is not None:
-        _check_actuators(spec, arm.joints, arm.actuators, "robot.arm", where)
-    else:
-        _add_position_actuators(spec, arm.joints, arm.drive, "robot.arm", where)
+    _drive(spec, arm, "robot.arm", where)
     if arm.ee_site is not None:
         find(spec, "site", arm.ee_site, "robot.arm.ee_site", where)
     else:
@@ -248,12 +256,7 @@ def _add_arm_parts(spec, robot: RobotSpec, where: str) -> None:
 
 def _add_gripper_parts(spec, robot: RobotSpec, where: str) -> None:
     grip = robot.gripper
-    for name in grip.joints:
-        find(spec, "joint", name, "robot.gripper.joints", where)
-    if grip.actuators is not None:
-        _check_actuators(spec, grip.joints, grip.actuators, "robot.gripper", where)
-    else:
-        _add_position_actuators(spec, grip.joints, grip.drive, "robot.gripper", where)
+    _drive(spec, grip, "robot.gripper", where)
     geoms = [find(spec, "geom", name, "robot.gripper.grasp_geoms", where) for name in grip.grasp_geoms]
     model = spec.compile()  # sizes of mesh geoms are known once compiled
     for name, geom in zip(grip.grasp_geoms, geoms):
