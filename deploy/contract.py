@@ -6,12 +6,18 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
 
     {"format": "robolearn.policy/2", "task": "robolearn/Nav-v0",
      "obs": {"dim": 23, "dtype": "float32", "normalized_in_graph": true,
-             "terms": [{"name": "goal", "width": 3}, ...,
-                       {"name": "depth", "width": 768, "shape": [24, 32], "units": "m", ...}]},
+             "terms": [{"name": "goal", "width": 3, "units": "m, unitless", "frame": "robot (x forward, ...)",
+                        "elements": ["distance_m", "cos_bearing", "sin_bearing"], "meaning": "...",
+                        "stats": {"mean": [...], "std": [...], "min": [...], "max": [...]}}, ...,
+                       {"name": "depth", "width": 768, "shape": [24, 32], "units": "m", ...}],
+             "stats": {"samples": 2000000, "source": "..."}},
      "action": {"dim": 2, "names": [...], "scale": [...], "offset": [...], "clip": [-1.0, 1.0],
                 "command": "clip(actions, -1, 1) * scale + offset",
                 "fixed": {"gripper_open_fraction": 0.0, ...}},
      "control_period_s": 0.05,
+     "trained_with": {"action_latency_steps": [0, 3], "action_latency_s": [0.0, 0.15],
+                      "obs_latency_steps": [0, 0], "obs_latency_s": [0.0, 0.0],
+                      "randomization": {"motor_gain": {"target": "actuator_gain", "range": [0.6, 1.8]}, ...}} | null,
      "recurrent": null | {"cell": "lstm", "layers": 1, "hidden_size": 128,
                           "state_shape": ["layers", "batch", "hidden_size"]},
      "inputs": ["obs"(, "h_in"(, "c_in"))], "outputs": ["actions"(, "h_out"(, "c_out"))],
@@ -26,6 +32,16 @@ a term without one is a vector of ``width`` values. Beside ``name``, ``width`` a
 carries what the task says about it (the env's ``obs_term_info``, e.g. a depth image's
 ``"units": "m"``, ``"invalid_value": 0.0``, ``"layout": "row-major, row 0 at the top"``, ``"near"``,
 ``"far"``); these are for the people and code that feed the policy, the runner checks only shapes.
+Every bundled task gives each term its ``units``, ``frame`` and ``meaning`` (and ``elements``, the
+name of each value, where that helps). ``stats`` (vector terms of a policy with an observation
+normaliser) is the distribution the policy saw in training, per value: ``mean``, ``std``, and
+``min`` / ``max`` (null when the checkpoint predates their recording); ``PolicyRunner``'s health
+check and ``robolearn obs-report`` compare robot observations with it.
+
+``trained_with`` says what the policy met in training that the robot must match or stay within:
+the delay from observation to actuation it was trained with (``action_latency_steps`` /
+``obs_latency_steps``, control steps, and the same in seconds) and the final range of every
+randomized parameter (after ADR); null for a policy exported without its training run.
 
 The graph's ``actions`` are the policy's deterministic (mean) actions in [-1, 1] units; scale
 (never zero) and offset are applied outside the graph. ``action.fixed`` names the robot commands
@@ -42,7 +58,9 @@ Format history: ``robolearn.policy/2`` added ``action.fixed`` and defined ``sha2
 over the stored graph bytes (``/1`` hashed a re-serialisation the runtime cannot reproduce);
 a ``/1`` file must be re-exported. Image terms (``shape`` and the task's term metadata) were added
 within ``/2``: the keys are optional, so earlier ``/2`` files (vector terms only) still load, and
-an earlier runner reads a file with images as a flat vector of the same width.
+an earlier runner reads a file with images as a flat vector of the same width. So were the terms'
+``units`` / ``frame`` / ``meaning`` / ``elements`` / ``stats``, ``obs.stats`` and ``trained_with``:
+optional, checked when present.
 """
 
 from __future__ import annotations
@@ -97,6 +115,8 @@ def validate(contract: Any, source: str) -> dict[str, Any]:
     check.that(isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0,
                "control_period_s", f"expected a positive number of seconds, got {period!r}")
 
+    if contract.get("trained_with") is not None:
+        _check_trained_with(check, contract["trained_with"])
     recurrent = contract.get("recurrent", "missing")
     if recurrent is not None:
         _check_recurrent(check, recurrent)
@@ -134,9 +154,35 @@ def _check_obs(check: _Checker, obs: dict) -> None:
                 f"expected a list of positive integers, got {shape!r}")
             check.that(math.prod(shape) == widths[i], key, f"{shape} holds {math.prod(shape)} values, the width is "
                                                             f"{widths[i]}")
+        for key in ("units", "frame", "meaning"):
+            if key in term:
+                check.text(term, f"obs.terms[{i}].{key}")
+        if "stats" in term:
+            _check_stats(check, term["stats"], f"obs.terms[{i}].stats", widths[i])
     names = [term["name"] for term in terms]
     check.that(len(set(names)) == len(names), "obs.terms", f"term names repeat: {names}")
     check.that(sum(widths) == obs_dim, "obs.terms", f"widths sum to {sum(widths)}, obs.dim is {obs_dim}")
+
+
+def _check_stats(check: _Checker, stats: Any, key: str, width: int) -> None:
+    check.that(isinstance(stats, dict), key, f"expected an object, got {stats!r}")
+    for name in ("mean", "std", "min", "max"):
+        values = stats.get(name, "missing")
+        if values is None and name in ("min", "max"):
+            continue
+        check.that(isinstance(values, list) and len(values) == width and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values),
+            f"{key}.{name}", f"expected {width} finite numbers, got {values!r}")
+    check.that(all(v >= 0 for v in stats["std"]), f"{key}.std", "negative standard deviation")
+
+
+def _check_trained_with(check: _Checker, trained_with: Any) -> None:
+    check.that(isinstance(trained_with, dict), "trained_with", f"expected null or an object, got {trained_with!r}")
+    for kind in ("action_latency_steps", "obs_latency_steps"):
+        value = trained_with.get(kind)
+        check.that(isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) and value[0] <= value[1],
+            f"trained_with.{kind}", f"expected [lo, hi] whole control steps, got {value!r}")
 
 
 def _check_action(check: _Checker, action: dict) -> None:

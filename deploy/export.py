@@ -97,9 +97,34 @@ def export_checkpoint(path: str | Path, out_dir: str | Path | None = None,
     try:
         return export_policy(policy, env, Path(out_dir) if out_dir else run_dir / EXPORT_DIR,
                              task=config.env.task, formats=formats, seed=config.seed,
-                             source={"run": str(run_dir), "checkpoint": str(checkpoint), "iteration": state["iteration"]})
+                             source={"run": str(run_dir), "checkpoint": str(checkpoint), "iteration": state["iteration"]},
+                             trained_with=trained_with(config, state, env.control_dt))
     finally:
         env.close()
+
+
+def trained_with(config, state: dict[str, Any], control_dt: float) -> dict[str, Any]:
+    """What the policy met in training that the robot side must match or stay within: the latency
+    between observation and action (the task's own ``env.action_latency`` plus randomized
+    ``action_latency`` / ``obs_latency``, at the ranges ADR had reached) and every randomized
+    parameter's final range."""
+    from robolearn.evaluation import eval_randomization
+
+    randomization = eval_randomization("train", config, state)
+    ranges = {name: [round(p.init_range.lo, 9), round(p.init_range.hi, 9)] for name, p in randomization.params.items()}
+    targets = {name: p.target for name, p in randomization.params.items()}
+    task_latency = getattr(config.env, "action_latency", None)
+    latency = {}
+    for kind in ("action_latency", "obs_latency"):
+        lo = hi = 0.0
+        if kind == "action_latency" and task_latency is not None:
+            lo, hi = float(task_latency.lo), float(task_latency.hi)
+        for name, target in targets.items():
+            if target == kind:
+                lo, hi = lo + ranges[name][0], hi + ranges[name][1]
+        latency[f"{kind}_steps"] = [int(lo), int(hi)]
+        latency[f"{kind}_s"] = [round(lo * control_dt, 9), round(hi * control_dt, 9)]
+    return {**latency, "randomization": {name: {"target": targets[name], "range": ranges[name]} for name in ranges}}
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -126,7 +151,7 @@ def check_formats(formats: Sequence[str]) -> None:
 
 def export_policy(policy: Policy | nn.Module, env, out_dir: str | Path, *, task: str,
                   formats: Sequence[str] = tuple(FORMAT_FILES), source: dict[str, Any] | None = None,
-                  seed: int = 0) -> Export:
+                  seed: int = 0, trained_with: dict[str, Any] | None = None) -> Export:
     """Export ``policy`` for ``env``'s task: a robolearn :class:`~robolearn.models.Policy` (its
     ``deployable_actor()`` is exported, and parity is checked against the policy itself, run
     through its interface) or a bare deployable actor (see the module docstring).
@@ -137,6 +162,7 @@ def export_policy(policy: Policy | nn.Module, env, out_dir: str | Path, *, task:
     Raises :class:`ParityError`, or :class:`ExportError` (one line) for anything else.
     """
     check_formats(formats)
+    statistics = obs_statistics(policy, env) if isinstance(policy, Policy) else {}
     reference = policy.eval() if isinstance(policy, Policy) else DeployedActorPolicy(policy)
     policy = policy.deployable_actor() if isinstance(policy, Policy) else policy
     _check_interface(policy, env)
@@ -164,7 +190,7 @@ def export_policy(policy: Policy | nn.Module, env, out_dir: str | Path, *, task:
         sha256["onnx_graph"] = graph_sha256(models[ONNX_FILE], "the exported ONNX model")
     if TORCHSCRIPT_FILE in models:
         sha256[TORCHSCRIPT_FILE] = hashlib.sha256(models[TORCHSCRIPT_FILE]).hexdigest()
-    contract = build_contract(policy, env, task, parity, sha256, source)
+    contract = build_contract(policy, env, task, parity, sha256, source, statistics, trained_with)
     try:
         validate(contract, f"{task} export")
     except ContractError as err:
@@ -194,19 +220,28 @@ def _write_export(out_dir: Path, contents: dict[str, bytes], formats: Sequence[s
 
 
 def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sha256: dict[str, str],
-                   source: dict[str, Any] | None) -> dict[str, Any]:
-    """The contract of ``policy`` exported for ``env`` (see :mod:`robolearn.deploy.contract`)."""
+                   source: dict[str, Any] | None, statistics: dict[str, Any] | None = None,
+                   trained_with: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The contract of ``policy`` exported for ``env`` (see :mod:`robolearn.deploy.contract`);
+    ``statistics`` (:func:`obs_statistics`) adds each vector term's training distribution."""
     layout = env.obs_layout["policy"]
     inputs, outputs = io_names(policy.recurrent)
+    statistics = statistics or {}
+    terms = [{**term, **({"stats": statistics["terms"][term["name"]]} if term["name"] in statistics.get("terms", {})
+                         else {})} for term in obs_terms(env)]
+    obs = {"dim": layout.size, "dtype": "float32", "normalized_in_graph": True, "terms": terms}
+    if statistics:
+        obs["stats"] = {"samples": statistics["samples"], "source": statistics["source"]}
     return {
         "format": FORMAT,
         "task": task,
-        "obs": {"dim": layout.size, "dtype": "float32", "normalized_in_graph": True, "terms": obs_terms(env)},
+        "obs": obs,
         "action": {"dim": len(env.action_names), "names": list(env.action_names),
                    "scale": [float(v) for v in env.action_scale], "offset": [float(v) for v in env.action_offset],
                    "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset",
                    "fixed": {str(name): float(value) for name, value in getattr(env, "fixed_commands", {}).items()}},
         "control_period_s": round(float(env.control_dt), 9),
+        "trained_with": trained_with,
         "recurrent": None if policy.recurrent is None else {**policy.recurrent, "state_shape": STATE_SHAPE},
         "inputs": inputs,
         "outputs": outputs,
@@ -218,8 +253,41 @@ def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sh
     }
 
 
-#: term keys the layout sets; a task's ``obs_term_info`` may not override them
-LAYOUT_KEYS = ("name", "width", "shape")
+#: term keys the layout and the exporter set; a task's ``obs_term_info`` may not override them
+LAYOUT_KEYS = ("name", "width", "shape", "stats")
+
+
+def obs_statistics(policy: Policy, env) -> dict[str, Any]:
+    """The training distribution of each vector term of the policy group, from the policy's
+    observation normaliser (what the policy saw, randomization and noise included): per element
+    mean, standard deviation, and the smallest and largest value (null where the checkpoint
+    predates their recording). ``{}`` for a policy without a normaliser."""
+    from robolearn.models import EmpiricalNormalizer
+
+    normalizers = getattr(policy, "obs_normalizers", None)
+    normalizer = normalizers["policy"] if normalizers is not None and "policy" in normalizers else None
+    if not isinstance(normalizer, EmpiricalNormalizer) or normalizer.count.item() == 0:
+        return {}
+    values = {name: getattr(normalizer, name).detach().double().cpu() for name in ("mean", "var", "min", "max")}
+    layout, terms, start = env.obs_layout["policy"], {}, 0
+    for name, shape in layout.shapes.items():
+        if len(shape) > 1:  # images are not normalised: their contract entry says their range
+            continue
+        width = layout.widths[name]
+        window = {key: value[start:start + width] for key, value in values.items()}
+        known = bool(window["min"].isfinite().all() and window["max"].isfinite().all())
+        terms[name] = {"mean": _floats(window["mean"]), "std": _floats(window["var"].clamp_min(0).sqrt()),
+                       "min": _floats(window["min"]) if known else None, "max": _floats(window["max"]) if known else None}
+        start += width
+    if start != normalizer.mean.numel():
+        raise ExportError(f"the policy's observation normaliser holds {normalizer.mean.numel()} values, the task's "
+                          f"vector terms {start}")
+    return {"samples": int(normalizer.count.item()), "terms": terms,
+            "source": "the policy's observation normaliser: every observation of training, randomization included"}
+
+
+def _floats(values) -> list[float]:
+    return [float(f"{v:.7g}") for v in values.tolist()]
 
 
 def obs_terms(env) -> list[dict[str, Any]]:

@@ -60,11 +60,21 @@ class PolicyRunner:
 
     ``step_terms(terms)`` is ``step`` with the observation given term by term (``term_shapes``,
     read-only: name -> shape in contract order, ``(H, W)`` for an image term).
+
+    **Observation health.** With the training distribution in the contract (``obs.terms[i].stats``)
+    each step's observation is compared with it: a value lying more than ``health_sigma`` training
+    standard deviations from the training mean *and* outside the training range [min, max] is out
+    of distribution (a lidar in the wrong units, a sign flipped, a missing scaling on the robot
+    side). The step still runs; ``out_of_distribution`` counts such steps, ``last_out_of_distribution``
+    says whether the last one was, and ``health()`` gives the counters with the steps per term.
+    ``health_sigma=None`` turns the check off. Image terms are checked only for finiteness.
     """
 
-    def __init__(self, path: str | Path, safe_action: str = "zeros"):
+    def __init__(self, path: str | Path, safe_action: str = "zeros", health_sigma: float | None = 4.0):
         if safe_action not in SAFE_ACTIONS:
             raise ValueError(f"safe_action: expected one of {', '.join(SAFE_ACTIONS)}, got {safe_action!r}")
+        if health_sigma is not None and not health_sigma > 0:
+            raise ValueError(f"health_sigma: expected a positive number of standard deviations or None, got {health_sigma!r}")
         self.path = _resolve(Path(path))
         self.safe_action = safe_action
         data = _read(self.path)
@@ -106,7 +116,59 @@ class PolicyRunner:
         self._zero_command.flags.writeable = False
         self.nonfinite_obs = 0
         self.nonfinite_output = 0
+        self._init_health(health_sigma)
         self.reset()
+
+    def _init_health(self, sigma: float | None) -> None:
+        """The allowed interval of every observation value (``[lo, hi]``: the training range widened
+        to ``sigma`` standard deviations around the mean; unbounded without statistics) and the
+        buffers the per-step check writes into."""
+        terms = self.contract["obs"]["terms"]
+        self._lo = np.full(self.obs_dim, -np.inf, np.float32)
+        self._hi = np.full(self.obs_dim, np.inf, np.float32)
+        self.health_sigma = sigma
+        start = 0
+        for term in terms:
+            stats, sl = term.get("stats"), slice(start, start + term["width"])
+            start += term["width"]
+            if stats is None or sigma is None:
+                continue
+            mean, std = np.asarray(stats["mean"], np.float64), np.maximum(np.asarray(stats["std"], np.float64), 1e-4)
+            lo, hi = mean - sigma * std, mean + sigma * std
+            if stats.get("min") is not None:
+                lo, hi = np.minimum(lo, stats["min"]), np.maximum(hi, stats["max"])
+            self._lo[sl], self._hi[sl] = lo, hi
+        #: whether any value is checked (a contract without statistics has nothing to compare with)
+        self.health_checked = bool(np.isfinite(self._lo).any())
+        self._term_names = [term["name"] for term in terms]
+        self._term_starts = np.cumsum([0] + [term["width"] for term in terms[:-1]]).astype(np.intp)
+        self._outside = np.zeros(self.obs_dim, bool)
+        self._above = np.zeros(self.obs_dim, bool)
+        self._term_outside = np.zeros(len(terms), bool)
+        self._term_counts = np.zeros(len(terms), np.int64)
+        self.steps = 0
+        self.out_of_distribution = 0
+        self.last_out_of_distribution = False
+
+    def health(self) -> dict[str, Any]:
+        """The health counters: steps run, steps with a non-finite observation or output, steps
+        with an observation out of the training distribution, and those per term."""
+        return {"steps": self.steps, "nonfinite_obs": self.nonfinite_obs, "nonfinite_output": self.nonfinite_output,
+                "out_of_distribution": self.out_of_distribution, "health_sigma": self.health_sigma,
+                "out_of_distribution_terms": {name: int(count) for name, count in zip(self._term_names, self._term_counts)
+                                              if count}}
+
+    def _check_health(self) -> None:
+        """Flag the observation in the bound buffer when a value lies outside its allowed interval."""
+        obs = self._obs[0]
+        np.less(obs, self._lo, out=self._outside)
+        np.greater(obs, self._hi, out=self._above)
+        np.logical_or(self._outside, self._above, out=self._outside)
+        self.last_out_of_distribution = bool(self._outside.any())
+        if self.last_out_of_distribution:
+            self.out_of_distribution += 1
+            np.logical_or.reduceat(self._outside, self._term_starts, out=self._term_outside)
+            np.add(self._term_counts, self._term_outside, out=self._term_counts)
 
     def reset(self) -> None:
         """Start an episode: zero the recurrent state; the last command becomes the zero action's."""
@@ -114,14 +176,24 @@ class PolicyRunner:
             state.fill(0.0)
         np.copyto(self._command, self._offset)
 
+    def warm(self) -> None:
+        """Run the network once on the buffers as they are, changing no state and no command: called
+        shortly before a control tick at a low rate, it brings the weights back into the caches and
+        the core out of its idle state, so the tick's :meth:`step` runs at hot-loop latency (see
+        ``robolearn deploy-bench --rate``)."""
+        self.session.run_with_iobinding(self._binding)
+
     def step(self, obs: np.ndarray) -> np.ndarray:
         """One control tick: float32 observation ``(obs_dim,)`` -> float32 command ``(action_dim,)``."""
         if type(obs) is not np.ndarray or obs.dtype != np.float32 or obs.shape != (self.obs_dim,):
             raise ValueError(f"obs: expected a float32 array of shape ({self.obs_dim},), got {_describe(obs)}")
+        self.steps += 1
         if not np.isfinite(obs, out=self._obs_finite).all():
             self.nonfinite_obs += 1
             return self._safe()
         np.copyto(self._obs[0], obs)
+        if self.health_checked:
+            self._check_health()
         return self._run()
 
     def step_terms(self, terms: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -137,9 +209,12 @@ class PolicyRunner:
                 self._check_term_names(terms)
                 raise ValueError(_term_problem(name, value, view.shape))
             np.copyto(view, value)
+        self.steps += 1
         if not np.isfinite(self._obs[0], out=self._obs_finite).all():
             self.nonfinite_obs += 1
             return self._safe()
+        if self.health_checked:
+            self._check_health()
         return self._run()
 
     def _check_term_names(self, terms: Mapping[str, np.ndarray]) -> None:

@@ -45,8 +45,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from mujoco import batch as mjbatch
 
-from robolearn.config import EnvConfig, RandomizationConfig
+from robolearn.config import EnvConfig, PhysicsConfig, RandomizationConfig
 from robolearn.envs import state as env_state
+from robolearn.envs.physics import apply_physics, control_substeps, substeps_per_control_step
 from robolearn.envs.rewards import RewardWeights
 
 _STAGE_VEL = mujoco.mjtStage.mjSTAGE_VEL
@@ -110,12 +111,16 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
 
     def __init__(self, num_envs: int | None = None, config: Any = None, seed: int | None = None,
                  render_mode: str | None = None, randomization: RandomizationConfig | dict | None = None,
-                 **overrides: Any):
+                 physics: PhysicsConfig | dict | None = None, **overrides: Any):
         self.cfg = cfg = self.resolve_config(config, num_envs, overrides)
         self.task = cfg.task
         self.model = model = self._build_model()
+        #: changes to the simulation that keep the task (sim-to-sim checks); none by default
+        self.physics = physics if isinstance(physics, PhysicsConfig) else PhysicsConfig.model_validate(physics or {})
+        self.frame_skip = substeps_per_control_step(cfg.control_hz, model.opt.timestep, self.physics)
+        apply_physics(model, self.physics)
+        self._jitter_rng = np.random.default_rng(seed)  # apart from the layouts' draws
         self.num_envs = cfg.num_envs
-        self.frame_skip = max(1, int(round(1.0 / (cfg.control_hz * model.opt.timestep))))
         self.max_episode_steps = int(round(cfg.episode_seconds * cfg.control_hz))
         self.control_dt = model.opt.timestep * self.frame_skip
         self.render_mode = render_mode
@@ -247,9 +252,14 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         raise NotImplementedError
 
     def _step_physics(self) -> None:
-        """One control step of physics: ``frame_skip`` substeps, then the ``step_stage`` forward
-        stages (a task with costly sensors may compute them on the last substep only)."""
-        self.batch.step(nstep=self.frame_skip, stage=self.step_stage)
+        """One control step of physics: :meth:`control_substeps` substeps, then the ``step_stage``
+        forward stages (a task with costly sensors may compute them on the last substep only)."""
+        self.batch.step(nstep=self.control_substeps(), stage=self.step_stage)
+
+    def control_substeps(self) -> int:
+        """Physics steps in this control step: ``frame_skip``, or drawn around it when the
+        ``physics`` variant jitters the control period."""
+        return control_substeps(self.frame_skip, self.physics.control_jitter, self._jitter_rng)
 
     def _observe(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -258,15 +268,17 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         """The task's ``task_metrics`` of the finished envs ``ids`` (called before their reset)."""
         return {}
 
-    def _observe_groups(self) -> dict[str, np.ndarray]:
+    def _observe_groups(self, advance: bool = False) -> dict[str, np.ndarray]:
         """Pack the task's terms into the groups; randomization adds noise to ``policy`` only and
-        its parameter values to ``critic``."""
+        its parameter values to ``critic``. ``advance``: the first observation of a new control
+        step (False at reset and when a step's observation is taken again after some envs reset,
+        so that latency histories move once per step)."""
         terms = self._observe()
         if self.randomizer is not None:
             terms["randomization"] = self.randomizer.normalized_values()
         obs = {group: layout.pack(self._obs[group], terms) for group, layout in self.obs_layout.items()}
         if self.randomizer is not None:
-            self.randomizer.process_obs(obs["policy"])
+            self.randomizer.process_obs(obs["policy"], advance)
         return obs
 
     # ------------------------------------------------------------------ gymnasium API
@@ -298,7 +310,7 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
         reward = self._weighted_reward(terms)
         truncated = (self.episode_step >= self.max_episode_steps) & ~terminated
         self.episode_return += reward
-        obs = self._observe_groups()
+        obs = self._observe_groups(advance=True)
         done = terminated | truncated
         info: dict[str, Any] = {}
         if done.any():

@@ -71,14 +71,16 @@ class DepthEffects:
                 mujoco.mju_mulQuat(quat[env_id, cam], nominal, turn)
 
     # ------------------------------------------------------------------ per step
-    def process(self, policy: np.ndarray, values: np.ndarray, rng: np.random.Generator) -> None:
-        """Apply the sensor effects to the image terms of the policy group, in place."""
+    def process(self, policy: np.ndarray, values: np.ndarray, rng: np.random.Generator, advance: bool = True) -> None:
+        """Apply the sensor effects to the image terms of the policy group, in place (``advance``:
+        a new control step's image, see :meth:`Randomizer.process_obs`)."""
         layout = self.env.obs_layout["policy"]
         for term in self.terms:
             sl, meta = layout.slices[term], self.meta[term]
             image = policy[:, sl]
             history = self.history[term]
-            history[:, 1:] = history[:, :-1]
+            if advance:
+                history[:, 1:] = history[:, :-1]
             history[:, 0] = image
             history[self.fresh] = image[self.fresh, None]
             invalid, near, far = float(meta["invalid_value"]), float(meta["near"]), float(meta["far"])

@@ -5,8 +5,9 @@ to model ids (names that match nothing are config errors), samples one value per
 env at each reset (from the ADR ranges, with boundary evaluators pinned), writes physics
 parameters into the per-env model fields *relative to the nominal model*, and runs the effects
 MuJoCo does not model inside ``step``: action latency, noise, dead-band and backlash, random
-pushes, observation noise (per-episode bias and scale, per-step white noise) and the failures of
-depth cameras (:mod:`robolearn.randomization.depth`).
+pushes, observation noise (per-episode bias and scale, per-step white noise), the failures of
+depth cameras (:mod:`robolearn.randomization.depth`) and observation latency (the policy sees the
+observation of ``obs_latency`` control steps ago, noise included; at an episode's start, its first).
 
 Its draws come from its own RNG, so with every range at its nominal point the env is bit for bit
 the unrandomized one.
@@ -41,7 +42,7 @@ _SETCONST_TARGETS = {"body_mass", "armature"}
 _SELECT_KEYS = {"geom": "geoms", "body": "bodies", "joint": "joints", "actuator": "actuators"}
 #: the per-env arrays :meth:`Randomizer.state_dict` holds, by key -> attribute
 _PER_ENV_STATE = {"values": "values", "tags": "tags", "action_history": "_action_history",
-                  "backlash": "_backlash_out"}
+                  "backlash": "_backlash_out", "obs_history": "_obs_history", "obs_fresh": "_obs_fresh"}
 
 
 class Communicator(Protocol):
@@ -93,6 +94,10 @@ class Randomizer:
         self.max_latency = int(max([p.limit_range.hi for p in self.params if p.target == "action_latency"] or [0]))
         self._action_history = np.zeros((n, self.max_latency + 1, a), np.float32)
         self._backlash_out = np.zeros((n, a), np.float32)
+        obs_latency = int(max([p.limit_range.hi for p in self.params if p.target == "obs_latency"] or [-1]))
+        #: the policy observations of the last ``obs_latency + 1`` steps, newest first (none without the target)
+        self._obs_history = np.zeros((n, obs_latency + 1, env.obs_layout["policy"].size), np.float32)
+        self._obs_fresh = np.ones(n, bool)  # envs whose observation history starts over
         self._obs_bias: dict[str, np.ndarray] = {}  # term -> (n, width) per-episode bias
         self._obs_scale: dict[str, np.ndarray] = {}
         depth = [(i, p.target, term) for i, p in enumerate(self.params) if p.target in DEPTH_TARGETS
@@ -215,6 +220,7 @@ class Randomizer:
         if "action_latency" in self._by_target or "action_backlash" in self._by_target:
             self._action_history[ids] = 0.0
             self._backlash_out[ids] = 0.0
+        self._obs_fresh[ids] = True
         for i in self._by_target.get("obs_bias", []):
             for term in self._ids[i]:
                 width = self.env.obs_layout["policy"].widths[term]
@@ -280,11 +286,13 @@ class Randomizer:
                 env.qvel[hit, dof] += speed * np.cos(angle)
                 env.qvel[hit, dof + 1] += speed * np.sin(angle)
 
-    def process_obs(self, policy: np.ndarray) -> None:
+    def process_obs(self, policy: np.ndarray, advance: bool = True) -> None:
         """Observation noise on the policy group, in place: the depth camera's failures, then
-        x * scale + bias + white noise."""
+        x * scale + bias + white noise, then observation latency. ``advance``: this observation
+        is a new control step's (a step's first observation); False when the same step is observed
+        again (after some envs reset, or at ``reset``): latency histories then do not move on."""
         if self._depth is not None:
-            self._depth.process(policy, self.values, self.rng)
+            self._depth.process(policy, self.values, self.rng, advance)
         layout = self.env.obs_layout["policy"]
         for term, scale in self._obs_scale.items():
             policy[:, layout.slices[term]] *= scale
@@ -295,6 +303,14 @@ class Randomizer:
                 sl = layout.slices[term]
                 noise = self.rng.standard_normal((policy.shape[0], sl.stop - sl.start)).astype(np.float32)
                 policy[:, sl] += noise * self.values[:, i, None].astype(np.float32)
+        for i in self._by_target.get("obs_latency", []):
+            history = self._obs_history
+            if advance:
+                history[:, 1:] = history[:, :-1]
+            history[:, 0] = policy
+            history[self._obs_fresh] = policy[self._obs_fresh, None]
+            self._obs_fresh[:] = False
+            policy[:] = history[np.arange(len(policy)), self.values[:, i].astype(np.int64)]
 
     # ------------------------------------------------------------------ episode ends
     def on_episode_end(self, ids: np.ndarray, episode: dict[str, np.ndarray]) -> None:
@@ -370,20 +386,22 @@ class Randomizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` of a randomizer with the same parameters and number of envs
         (ValueError naming what differs, before anything changes)."""
-        expected = ("names", "adr", "rng", *_PER_ENV_STATE, "obs_bias", "obs_scale", "pending_tags",
-                    "pending_performance")
+        optional = ("obs_history", "obs_fresh")  # added with obs_latency: older states lack them
+        expected = ("names", "adr", "rng", *(k for k in _PER_ENV_STATE if k not in optional), "obs_bias", "obs_scale",
+                    "pending_tags", "pending_performance")
         missing = [key for key in expected if key not in state]
         if missing:
             raise ValueError(f"randomizer state lacks {missing}")
         if list(state["names"]) != self.names:
             raise ValueError(f"randomizer state has parameters {list(state['names'])}, this config has {self.names}")
-        for key, attr in _PER_ENV_STATE.items():
+        present = {key: attr for key, attr in _PER_ENV_STATE.items() if key in state}
+        for key, attr in present.items():
             shape, mine = np.shape(state[key]), getattr(self, attr).shape
             if shape != mine:
                 raise ValueError(f"randomizer state {key!r} has shape {shape}, this env's is {mine}")
         self.adr.load_state_dict(state["adr"])
         self.rng.bit_generator.state = state["rng"]
-        for key, attr in _PER_ENV_STATE.items():
+        for key, attr in present.items():
             getattr(self, attr)[...] = np.asarray(state[key])
         self._obs_bias = {term: np.array(v, np.float32) for term, v in state["obs_bias"].items()}
         self._obs_scale = {term: np.array(v, np.float32) for term, v in state["obs_scale"].items()}

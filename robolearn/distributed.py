@@ -199,10 +199,17 @@ class Distributed:
 
     def all_reduce_sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over ranks, in place (any device: staged through the comm device)."""
+        return self._all_reduce_(tensor, dist.ReduceOp.SUM)
+
+    def all_reduce_min_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise minimum of ``tensor`` over ranks, in place."""
+        return self._all_reduce_(tensor, dist.ReduceOp.MIN)
+
+    def _all_reduce_(self, tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
         if not self.enabled:
             return tensor
         buffer = self._on_comm(tensor)
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+        dist.all_reduce(buffer, op=op)
         if buffer is not tensor:
             tensor.copy_(buffer)
         return tensor
@@ -289,20 +296,22 @@ class Distributed:
         var = (squares - count * mean.square()).clamp_min(0.0) / (count - 1.0)
         return mean.to(x.dtype), var.sqrt().to(x.dtype)
 
-    def reduce_moments(self, count: float, mean: torch.Tensor,
-                       var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Merge every rank's sample moments (count, mean, population variance) into those of the
-        concatenated samples, exactly (float64): the global mean first, then
-        M2 = Σ_r n_r · (var_r + (mean_r − mean)²)."""
+    def reduce_moments(self, count: float, mean: torch.Tensor, var: torch.Tensor, lo: torch.Tensor,
+                       hi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Merge every rank's sample moments (count, mean, population variance) and extremes (min,
+        max) into those of the concatenated samples, exactly (float64): the global mean first,
+        then M2 = Σ_r n_r · (var_r + (mean_r − mean)²); min and max by one MIN reduction of
+        [min, -max]."""
         mean64, var64 = mean.detach().double(), var.detach().double()
         n = torch.full((), float(count), dtype=torch.float64, device=mean.device)
         if not self.enabled:
-            return n, mean64, var64
+            return n, mean64, var64, lo, hi
         first = self.all_reduce_sum_(torch.cat([n.reshape(1), mean64 * n]))
         total = first[0]
         global_mean = first[1:] / total.clamp_min(1.0)
         m2 = self.all_reduce_sum_(n * (var64 + (mean64 - global_mean).square()))
-        return total, global_mean, m2 / total.clamp_min(1.0)
+        extremes = self.all_reduce_min_(torch.cat([lo, -hi]))
+        return total, global_mean, m2 / total.clamp_min(1.0), extremes[:lo.numel()], -extremes[lo.numel():]
 
     def flat_state(self, module: nn.Module, *extra: torch.Tensor) -> torch.Tensor:
         """Parameters, floating-point buffers and ``extra`` as one float64 vector (for the sync check)."""

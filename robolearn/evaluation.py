@@ -92,23 +92,29 @@ class VideoRecorder:
 
 @torch.inference_mode()
 def run_episodes(policy: Policy, env, episodes: int, deterministic: bool = True,
-                 video: str | Path | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
+                 video: str | Path | None = None, device: str | torch.device = "cpu",
+                 record: str | Path | None = None) -> dict[str, Any]:
     """Run ``episodes`` complete episodes of ``policy`` in ``env``; the mean of every episode metric.
 
     The policy acts through its interface (:mod:`robolearn.models.policy`): ``act_inference``
     (the mean action, as deployed) or, with ``deterministic=False``, sampled ``act``; its state
-    starts at ``initial_state`` and is reset where episodes end."""
+    starts at ``initial_state`` and is reset where episodes end. ``record``: write every policy
+    observation the policy acted on (the counted episodes' steps) to this ``.npz`` (``obs``
+    (steps, obs_dim), ``terms`` the term names), the log ``robolearn obs-report`` reads."""
     n = env.num_envs
     per_env = math.ceil(episodes / n)
     done_count = np.zeros(n, np.int64)
     records: list[tuple[int, int, dict[str, float]]] = []
     recorder = _EpisodeVideo(env, video, per_env) if video else None
+    recorded: list[np.ndarray] = []
     state = policy.initial_state(n)
     obs, _ = env.reset()
     try:
         while (done_count < per_env).any():
             if recorder is not None:
                 recorder.before_step(done_count)
+            if record is not None:
+                recorded.append(obs["policy"][done_count < per_env])
             tensors = {g: torch.from_numpy(v).to(device) for g, v in obs.items()}
             if deterministic:
                 actions, state = policy.act_inference(tensors, state)
@@ -138,7 +144,21 @@ def run_episodes(policy: Policy, env, episodes: int, deterministic: bool = True,
     if video:
         result["video"] = str(video)
         result["video_frames"] = recorder.recorder.frames
+    if record is not None:
+        result["record"], result["recorded_steps"] = str(record), int(sum(len(r) for r in recorded))
+        write_obs_log(record, np.concatenate(recorded), list(env.obs_layout["policy"].widths))
     return result
+
+
+def write_obs_log(path: str | Path, obs: np.ndarray, terms: list[str]) -> None:
+    """An observation log (``obs`` (steps, obs_dim) float32 and the term names) as ``.npz``."""
+    import io
+
+    from robolearn.files import write_atomic
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, obs=obs.astype(np.float32), terms=np.array(terms))
+    write_atomic(Path(path), buffer.getvalue())
 
 
 class _EpisodeVideo:

@@ -30,7 +30,8 @@ def main(out: Path, config_path: str) -> None:
     normalizer.update(x[:20], dist.reduce_moments)
     normalizer.update(x[20:], dist.reduce_moments)
     results["norm_data"] = x
-    results["norm_stats"] = (normalizer.count.clone(), normalizer.mean.clone(), normalizer.var.clone())
+    results["norm_stats"] = (normalizer.count.clone(), normalizer.mean.clone(), normalizer.var.clone(),
+                             normalizer.min.clone(), normalizer.max.clone())
 
     # 2. two iterations of PPO on Nav with ADR; only rank 1 evaluates ADR boundaries
     config = load_config(config_path)

@@ -67,8 +67,9 @@ def test_merged_normalizer_equals_statistics_of_concatenated_data(two_ranks):
     _, ranks, _ = two_ranks
     data = torch.cat([r["norm_data"] for r in ranks]).double()
     for r in ranks:
-        count, mean, var = r["norm_stats"]
+        count, mean, var, lo, hi = r["norm_stats"]
         assert count.item() == data.shape[0] == 50 + 80
+        assert torch.equal(lo.double(), data.amin(0)) and torch.equal(hi.double(), data.amax(0))  # every rank's extremes
         torch.testing.assert_close(mean.double(), data.mean(0), atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(var.double(), data.var(0, correction=0), atol=1e-6, rtol=1e-6)
     # the model's observation normaliser during training: all ranks' observations, merged

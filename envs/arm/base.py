@@ -178,6 +178,35 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.gripper = GripperHandles(model, self.cfg.robot)
         return model
 
+    @property
+    def obs_term_info(self) -> dict[str, dict]:
+        """What the export contract tells the robot side about each policy observation term."""
+        arm, frame = self.arm, f"arm base (body {self.cfg.robot.prefix}{self.cfg.robot.arm.base_body})"
+        target = "the gripper" if type(self)._task_target_rel is not ArmTaskEnv._task_target_rel else "the object"
+        xyz, units = ["x", "y", "z"], list(dict.fromkeys(arm.units))  # "rad", or "rad, m" with a slide joint
+        return {
+            "joint_pos": {"units": ", ".join(units), "frame": "joint", "elements": list(arm.names),
+                          "meaning": "arm joint positions (rad for hinges, m for slides), the file's zero"},
+            "joint_vel": {"units": ", ".join(f"{u}/s" for u in units), "frame": "joint",
+                          "elements": list(arm.names), "meaning": "arm joint velocities"},
+            "gripper": {"units": "unitless, 1/s", "frame": "gripper", "elements": ["open_fraction", "open_fraction_rate"],
+                        "meaning": "the fingers' open fraction (0 closed, 1 fully open) and its rate"},
+            "ee_pose": {"units": "m, unitless", "frame": frame,
+                        "elements": [f"pos_{a}" for a in xyz] + [f"x_axis_{a}" for a in xyz] + [f"z_axis_{a}" for a in xyz],
+                        "meaning": "end-effector position, then the x and z axes of its frame (rotation matrix columns)"},
+            "object_pos": {"units": "m", "frame": frame, "elements": xyz,
+                           "meaning": "the object's centre minus the end-effector position"},
+            "object_rot": {"units": "unitless", "frame": frame,
+                           "elements": [f"x_axis_{a}" for a in xyz] + [f"z_axis_{a}" for a in xyz],
+                           "meaning": "the object's x and z axes (rotation matrix columns)"},
+            "object_vel": {"units": "m/s", "frame": frame, "elements": xyz,
+                           "meaning": "the object's linear velocity minus the end effector's"},
+            "target": {"units": "m", "frame": frame, "elements": xyz,
+                       "meaning": f"the target position minus {target}'s"},
+            "last_action": {"units": "normalised [-1, 1]", "frame": "action",
+                            "meaning": "the policy's previous action (before scaling), zeros at an episode's start"},
+        }
+
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Names, scale and offset of the actions (robot command = action * scale + offset): the
         joint deltas (the robot's joint names, rad or m), then (unless ``gripper_action`` is off)

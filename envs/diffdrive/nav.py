@@ -187,6 +187,25 @@ class NavEnv(BatchedMujocoEnv):
         policy_terms = {"goal": 3, "velocity": 2, "lidar": self.cfg.lidar.rays, "last_action": 2}
         return {"policy": policy_terms, "critic": {**policy_terms, "base_pose": 4, "goal_position": 2}}
 
+    @property
+    def obs_term_info(self) -> dict[str, dict]:
+        """What the export contract tells the robot side about each policy observation term."""
+        rays, lidar = self.cfg.lidar.rays, self.cfg.lidar
+        return {
+            "goal": {"units": "m, unitless", "frame": "robot (x forward, y left, z up)",
+                     "elements": ["distance_m", "cos_bearing", "sin_bearing"],
+                     "meaning": "the goal's distance and the unit vector toward it (x / distance, y / distance) "
+                                "in the robot frame"},
+            "velocity": {"units": "m/s, rad/s", "frame": "robot", "elements": ["forward_speed", "yaw_rate"],
+                         "meaning": "the base's forward speed and yaw rate (counter-clockwise positive)"},
+            "lidar": {"units": "m", "frame": "robot, in the plane of the sensor",
+                      "meaning": f"{rays} ranges, ray i at i x {360 / rays:g} deg counter-clockwise from straight "
+                                 f"ahead; no return reads the maximum range {lidar.range:g} m",
+                      "range_m": lidar.range, "angles_deg": [round(360.0 * i / rays, 6) for i in range(rays)]},
+            "last_action": {"units": "normalised [-1, 1]", "frame": "action",
+                            "meaning": "the policy's previous action (before scaling), zeros at an episode's start"},
+        }
+
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         return ([f"{w}_velocity_rad_s" for w in self.cfg.robot.base.wheels], np.full(2, self.cfg.max_wheel_speed),
                 np.zeros(2))

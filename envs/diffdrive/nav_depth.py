@@ -97,13 +97,14 @@ class NavDepthEnv(NavEnv):
 
     @property
     def obs_term_info(self) -> dict[str, dict]:
-        """Per image term, what the export contract tells the robot side about it."""
+        """What the export contract tells the robot side about each policy term (the image's layout)."""
         cam = self.cfg.camera
-        return {"depth": {
+        return {**super().obs_term_info, "depth": {
             "units": "m", "kind": "depth (z-distance along the optical axis)",
+            "meaning": "the forward camera's depth image, as the camera's driver gives it (no normalisation)",
             "layout": "row-major, row 0 at the top, column 0 at the left", "invalid_value": cam.invalid_value,
             "near": cam.near, "far": cam.far, "fovy_deg": cam.fovy, "fovx_deg": round(cam.fovx, 3),
-            "camera": CAMERA}}
+            "camera": CAMERA, "frame": "camera (optical axis forward, row 0 up)"}}
 
     # ------------------------------------------------------------------ model
     def _add_sensors(self, scene: mujoco.MjSpec) -> None:
@@ -124,9 +125,10 @@ class NavDepthEnv(NavEnv):
     # ------------------------------------------------------------------ step
     def _step_physics(self) -> None:
         """Sensors (the camera, the bumper) only on the last substep: one image per control step."""
-        if self.frame_skip > 1:
+        substeps = self.control_substeps()
+        if substeps > 1:
             self._disable[:] |= self._sensor_bit
-            self.batch.step(nstep=self.frame_skip - 1, stage=mujoco.mjtStage.mjSTAGE_NONE)
+            self.batch.step(nstep=substeps - 1, stage=mujoco.mjtStage.mjSTAGE_NONE)
             self._disable[:] &= ~self._sensor_bit
         self.batch.step(nstep=1, stage=self.step_stage)
 

@@ -81,6 +81,17 @@ class NavPOEnv(NavEnv):
         delayed = self.action_history[np.arange(self.num_envs), self.latency]
         super()._apply_actions(delayed)
 
+    @property
+    def obs_term_info(self) -> dict[str, dict]:
+        info = super().obs_term_info
+        cfg = self.cfg
+        info["lidar"] = {**info["lidar"], "meaning": info["lidar"]["meaning"] + (
+            f"; a fresh scan every {cfg.lidar_period} control steps (from an episode's first), the last scan held "
+            "in between")}
+        info["goal"] = {**info["goal"], "meaning": info["goal"]["meaning"] + (
+            f"; read every {cfg.goal_period} control steps (from an episode's first), zeros in between")}
+        return info
+
     def _observe(self) -> dict[str, np.ndarray]:
         terms = super()._observe()
         fresh = self.episode_step % self.cfg.lidar_period == 0

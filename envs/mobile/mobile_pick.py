@@ -147,6 +147,14 @@ class MobilePickEnv(ArmTaskEnv):
         return ([*wheels, *names],
                 np.concatenate([[self.cfg.max_wheel_speed] * 2, scale]), np.concatenate([[0.0, 0.0], offset]))
 
+    @property
+    def obs_term_info(self) -> dict[str, dict]:
+        return {**super().obs_term_info,
+                "base_velocity": {"units": "m/s, rad/s", "frame": "base", "elements": ["forward_speed", "yaw_rate"],
+                                  "meaning": "the base's forward speed and yaw rate (counter-clockwise positive)"},
+                "table": {"units": "m", "frame": "base (x forward, y left)", "elements": ["x", "y"],
+                          "meaning": "the table's centre relative to the base"}}
+
     def _obs_terms(self):
         groups = super()._obs_terms()
         policy = {**groups["policy"], "base_velocity": 2, "table": 2}

@@ -7,16 +7,18 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-#: (count, mean, population variance) of this process's batch -> the same of all processes' batches
-ReduceMoments = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+#: (count, mean, population variance, min, max) of this process's batch -> the same of all processes' batches
+ReduceMoments = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 class EmpiricalNormalizer(nn.Module):
     """``clip((x - mean) / sqrt(var + eps))`` with the running mean and variance of every ``x`` seen.
 
-    The statistics are buffers (``mean``, ``var``: float32; ``count``: float64), so they travel in
-    ``state_dict`` and the forward pass is plain tensor ops for ONNX export. ``update`` only learns
-    in training mode, and stops once ``count`` reaches ``until`` (if given).
+    The statistics are buffers (``mean``, ``var``, and the smallest and largest value seen, ``min``
+    and ``max``: float32; ``count``: float64), so they travel in ``state_dict`` and the forward pass
+    is plain tensor ops for ONNX export. ``update`` only learns in training mode, and stops once
+    ``count`` reaches ``until`` (if given). ``min`` / ``max`` are what the exported contract gives
+    the robot as the training range of each observation; NaN where a checkpoint predates them.
     """
 
     def __init__(self, dim: int, eps: float = 1e-8, clip: float = 5.0, until: int | None = None) -> None:
@@ -27,6 +29,13 @@ class EmpiricalNormalizer(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("min", torch.full((dim,), float("inf")))
+        self.register_buffer("max", torch.full((dim,), float("-inf")))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("min", "max"):  # checkpoints from before the range was recorded: unknown
+            state_dict.setdefault(prefix + name, torch.full_like(self.mean, float("nan")))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
@@ -46,12 +55,16 @@ class EmpiricalNormalizer(nn.Module):
             return
         if x.shape[0] == 0:
             mean, var = x.new_zeros(x.shape[-1]), x.new_zeros(x.shape[-1])
+            lo, hi = torch.full_like(mean, float("inf")), torch.full_like(mean, float("-inf"))
         else:
             var, mean = torch.var_mean(x, dim=0, correction=0)
+            lo, hi = x.amin(dim=0), x.amax(dim=0)
         count: int | torch.Tensor = x.shape[0]
         if reduce is not None:
-            count, mean, var = reduce(x.shape[0], mean, var)
+            count, mean, var, lo, hi = reduce(x.shape[0], mean, var, lo, hi)
         self.merge(count, mean, var)
+        torch.fmin(self.min, lo.to(self.min.dtype), out=self.min)  # fmin: a NaN (unknown) gives way
+        torch.fmax(self.max, hi.to(self.max.dtype), out=self.max)
 
     @torch.no_grad()
     def merge(self, count: int | float | torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
