@@ -106,8 +106,8 @@ def export_checkpoint(path: str | Path, out_dir: str | Path | None = None,
 def trained_with(config, state: dict[str, Any], control_dt: float) -> dict[str, Any]:
     """What the policy met in training that the robot side must match or stay within: the latency
     between observation and action (the task's own ``env.action_latency`` plus randomized
-    ``action_latency`` / ``obs_latency``, at the ranges ADR had reached) and every randomized
-    parameter's final range."""
+    ``action_latency`` / ``obs_latency`` and, for a depth camera, ``depth_latency``, at the ranges
+    ADR had reached) and every randomized parameter's final range."""
     from robolearn.evaluation import eval_randomization
 
     randomization = eval_randomization("train", config, state)
@@ -115,7 +115,8 @@ def trained_with(config, state: dict[str, Any], control_dt: float) -> dict[str, 
     targets = {name: p.target for name, p in randomization.params.items()}
     task_latency = getattr(config.env, "action_latency", None)
     latency = {}
-    for kind in ("action_latency", "obs_latency"):
+    kinds = ("action_latency", "obs_latency", *(["depth_latency"] if "depth_latency" in targets.values() else []))
+    for kind in kinds:
         lo = hi = 0.0
         if kind == "action_latency" and task_latency is not None:
             lo, hi = float(task_latency.lo), float(task_latency.hi)

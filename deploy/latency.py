@@ -21,14 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from robolearn.deploy.runner import PolicyRunner
+from robolearn.deploy.runner import HEALTH_SIGMA, PolicyRunner
 
 WARMUP_CALLS = 500
 
 
-def measure_latency(path: str | Path, calls: int = 10_000, seed: int = 0) -> dict[str, dict[str, float]]:
-    """``{"PolicyRunner.step": {...}, "onnxruntime.run": {...}}``, each with p50/p99/max in µs."""
-    runner = PolicyRunner(path)
+def measure_latency(path: str | Path, calls: int = 10_000, seed: int = 0,
+                    health: bool = True) -> dict[str, dict[str, float]]:
+    """``{"PolicyRunner.step": {...}, "onnxruntime.run": {...}}``, each with p50/p99/max in µs
+    (``health``: with the runner's observation health check, its default)."""
+    runner = PolicyRunner(path, health_sigma=HEALTH_SIGMA if health else None)
     observations = np.random.default_rng(seed).standard_normal((1024, runner.obs_dim)).astype(np.float32)
     count = len(observations)
     elapsed = np.zeros(calls, np.int64)
@@ -67,7 +69,7 @@ WAIT_MODES = ("sleep", "sleep+warm", "sleep+spin", "sleep+warm+spin")
 
 def measure_latency_at_rate(path: str | Path, rate_hz: float, ticks: int = 200, lead_s: float = 0.001,
                             cpu: int | None = None, modes: tuple[str, ...] = WAIT_MODES,
-                            seed: int = 0) -> dict[str, dict[str, float]]:
+                            seed: int = 0, health: bool = True) -> dict[str, dict[str, float]]:
     """``PolicyRunner.step`` latency at ``rate_hz``, per wait mode (p50/p99/max in µs), each mode's
     ``ticks`` ticks run in turn. ``cpu``: pin this process to that core first (as a controller
     on an isolated core would run)."""
@@ -75,7 +77,7 @@ def measure_latency_at_rate(path: str | Path, rate_hz: float, ticks: int = 200, 
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    runner = PolicyRunner(path)
+    runner = PolicyRunner(path, health_sigma=HEALTH_SIGMA if health else None)
     observations = np.random.default_rng(seed).standard_normal((1024, runner.obs_dim)).astype(np.float32)
     period, clock = 1.0 / rate_hz, time.perf_counter
     for i in range(WARMUP_CALLS):

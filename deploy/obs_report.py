@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from robolearn.deploy.contract import CONTRACT_FILE, ContractError, loads
+from robolearn.deploy.runner import HEALTH_SIGMA, allowed_range
 
 SCALE_FACTOR = 4.0  # typical magnitude this many times training's (or 1 / it): "scaled"
 OUTSIDE_SHARE = 0.01  # steps out of range above this share: "out of range"
@@ -92,18 +93,17 @@ def compare_term(term: dict[str, Any], values: np.ndarray, sigma: float) -> dict
             row["findings"] += _image_findings(term, finite)
         return row
     row["training"] = stats
+    row["elements"] = term.get("elements") or [str(i) for i in range(term["width"])]
     t_mean, t_std = np.asarray(stats["mean"]), np.asarray(stats["std"])
     scale = np.maximum(t_std, 1e-4)
-    lo, hi = t_mean - sigma * scale, t_mean + sigma * scale
-    if stats.get("min") is not None:
-        lo, hi = np.minimum(lo, stats["min"]), np.maximum(hi, stats["max"])
+    lo, hi = allowed_range(stats, sigma)
     outside = ((finite < lo) | (finite > hi)).any(axis=1).mean()
     train_size = float(np.median(np.sqrt(t_mean ** 2 + t_std ** 2)))
     robot_size = float(np.median(np.sqrt(mean ** 2 + std ** 2)))
     ratio = robot_size / train_size if train_size > 1e-9 else float("inf") if robot_size > 1e-9 else 1.0
     row.update(shift_sigma=float(np.max(np.abs(mean - t_mean) / scale)), scale_ratio=ratio,
                outside_share=float(outside))
-    names = term.get("elements") or [str(i) for i in range(term["width"])]
+    names = row["elements"]
     if ratio >= SCALE_FACTOR or ratio <= 1.0 / SCALE_FACTOR:
         row["findings"].append(f"scaled x{ratio:.3g} against training: units ({term.get('units') or 'see the contract'})"
                                f" or a scaling applied twice?")
@@ -139,7 +139,7 @@ def _image_findings(term: dict[str, Any], values: np.ndarray) -> list[str]:
     return []
 
 
-def obs_report(export_dir: str | Path, log: str | Path, sigma: float = 4.0) -> dict[str, Any]:
+def obs_report(export_dir: str | Path, log: str | Path, sigma: float = HEALTH_SIGMA) -> dict[str, Any]:
     """Every term of the exported policy's contract compared with the log (see the module docstring)."""
     path = Path(export_dir)
     contract_file = path / CONTRACT_FILE if path.is_dir() else path.with_name(CONTRACT_FILE)
@@ -199,6 +199,8 @@ def plot_report(report: dict[str, Any], png: str | Path) -> Path:
         ax.errorbar(x, mean, yerr=std, fmt="o", color="tab:red", ms=3, lw=1, label="recorded mean +- std")
         ax.set_title(f"{row['term']} [{row['units']}]" + ("  << " + row["findings"][0][:40] if row["findings"] else ""),
                      fontsize=8, color="tab:red" if row["findings"] else "black")
+        if row["width"] <= 12:
+            ax.set_xticks(x, row["elements"], rotation=30, ha="right")
         ax.tick_params(labelsize=7)
     if rows:
         axes.flat[0].legend(fontsize=6, loc="best")

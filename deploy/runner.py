@@ -40,6 +40,8 @@ from robolearn.deploy.contract import METADATA_KEY, ONNX_FILE, ContractError, lo
 from robolearn.deploy.integrity import check_contract_file, check_graph_hash, metadata
 
 SAFE_ACTIONS = ("zeros", "hold")
+#: training standard deviations (beyond the training range) at which an observation value is out of distribution
+HEALTH_SIGMA = 4.0
 
 
 class PolicyFileError(RuntimeError):
@@ -70,7 +72,7 @@ class PolicyRunner:
     ``health_sigma=None`` turns the check off. Image terms are checked only for finiteness.
     """
 
-    def __init__(self, path: str | Path, safe_action: str = "zeros", health_sigma: float | None = 4.0):
+    def __init__(self, path: str | Path, safe_action: str = "zeros", health_sigma: float | None = HEALTH_SIGMA):
         if safe_action not in SAFE_ACTIONS:
             raise ValueError(f"safe_action: expected one of {', '.join(SAFE_ACTIONS)}, got {safe_action!r}")
         if health_sigma is not None and not health_sigma > 0:
@@ -133,11 +135,7 @@ class PolicyRunner:
             start += term["width"]
             if stats is None or sigma is None:
                 continue
-            mean, std = np.asarray(stats["mean"], np.float64), np.maximum(np.asarray(stats["std"], np.float64), 1e-4)
-            lo, hi = mean - sigma * std, mean + sigma * std
-            if stats.get("min") is not None:
-                lo, hi = np.minimum(lo, stats["min"]), np.maximum(hi, stats["max"])
-            self._lo[sl], self._hi[sl] = lo, hi
+            self._lo[sl], self._hi[sl] = allowed_range(stats, sigma)
         #: whether any value is checked (a contract without statistics has nothing to compare with)
         self.health_checked = bool(np.isfinite(self._lo).any())
         self._term_names = [term["name"] for term in terms]
@@ -260,6 +258,18 @@ class PolicyRunner:
                 if arg.type != "tensor(float)" or shape != expected[arg.name]:
                     raise ContractError(f"{self.path}: graph {kind[:-1]} {arg.name!r} is {arg.type} {arg.shape}, "
                                         f"the contract implies float32 {expected[arg.name]} (None = batch)")
+
+
+def allowed_range(stats: Mapping[str, Any], sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of a term, the interval its observations may take (float64 ``lo``, ``hi``): the
+    training mean +- ``sigma`` training standard deviations (at least 1e-4), widened to the
+    training range [min, max] where the contract has it."""
+    mean = np.asarray(stats["mean"], np.float64)
+    std = np.maximum(np.asarray(stats["std"], np.float64), 1e-4)
+    lo, hi = mean - sigma * std, mean + sigma * std
+    if stats.get("min") is not None:
+        lo, hi = np.minimum(lo, stats["min"]), np.maximum(hi, stats["max"])
+    return lo, hi
 
 
 def _resolve(path: Path) -> Path:

@@ -191,7 +191,7 @@ def _cmd_obs_report(args: argparse.Namespace) -> int:
     from robolearn.deploy.obs_report import ObsLogError, format_report, obs_report, plot_report
 
     try:
-        report = obs_report(args.export_dir, args.log, sigma=args.sigma)
+        report = obs_report(args.export_dir, args.log, **({"sigma": args.sigma} if args.sigma else {}))
     except (ContractError, ObsLogError) as err:
         raise CommandError(str(err)) from None
     png = args.png or Path(args.log).with_suffix(".png")
@@ -245,9 +245,10 @@ def _cmd_deploy_bench(args: argparse.Namespace) -> int:
 
     try:
         if args.rate:
-            results = measure_latency_at_rate(args.export_dir, args.rate, args.ticks, args.lead_ms / 1000.0, args.cpu)
+            results = measure_latency_at_rate(args.export_dir, args.rate, args.ticks, args.lead_ms / 1000.0, args.cpu,
+                                              health=not args.no_health)
         else:
-            results = measure_latency(args.export_dir, args.calls)
+            results = measure_latency(args.export_dir, args.calls, health=not args.no_health)
     except (ContractError, PolicyFileError) as err:
         raise CommandError(str(err)) from None
     except OSError as err:  # sched_setaffinity: a core this process may not use
@@ -390,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the training distribution in an exported policy's contract")
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="export directory (policy.json)")
     p.add_argument("log", metavar="LOG.npz", help="obs (steps, obs_dim) in contract order, or one array per term")
-    p.add_argument("--sigma", type=float, default=4.0, help="standard deviations beyond which (and beyond the "
-                   "training range) a value is out of distribution (default 4, as PolicyRunner)")
+    p.add_argument("--sigma", type=float, help="standard deviations beyond which (and beyond the training range) "
+                   "a value is out of distribution (default: PolicyRunner's, 4)")
     p.add_argument("--png", type=Path, help="distribution plot (default LOG.png)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_obs_report)
@@ -410,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ticks", type=_positive_int, default=200, help="--rate: ticks per wait mode (default 200)")
     p.add_argument("--lead-ms", type=float, default=1.0, help="--rate: warm / spin this long before the tick (default 1)")
     p.add_argument("--cpu", type=int, help="--rate: pin the process to this core (e.g. an isolated one)")
+    p.add_argument("--no-health", action="store_true", help="PolicyRunner without its observation health check")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_deploy_bench)
 

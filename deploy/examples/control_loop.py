@@ -1,15 +1,16 @@
 """A fixed-rate controller running an exported policy, with the simulator standing in for the robot.
 
     python deploy/examples/control_loop.py runs/nav/<stamp>/export [--seconds 20] [--rate-hz HZ]
-                                           [--config runs/nav/<stamp>/config.yaml]
+                                           [--config runs/nav/<stamp>/config.yaml] [--warm-ms 1]
 
 Each tick (period: the contract's control period, or 1 / --rate-hz) reads the robot's observation,
 runs ``PolicyRunner.step`` and sends the command; the simulator then advances one control period,
 as the robot would in real time. A tick whose work ends after the next tick's start is a deadline
-miss; the schedule then restarts from now rather than bursting to catch up. The commands the task
-holds fixed (``runner.fixed_commands``, e.g. Push's gripper opening) are held by the simulated
-task here; a robot's controller sends them along with each command. Like the code on a robot it
-needs numpy, onnxruntime and (for the stand-in) MuJoCo, not torch.
+miss; the schedule then restarts from now rather than bursting to catch up. ``--warm-ms`` before
+each tick the loop calls ``runner.warm()`` so the tick's ``step`` runs with warm caches. The
+commands the task holds fixed (``runner.fixed_commands``, e.g. Push's gripper opening) are held by
+the simulated task here; a robot's controller sends them along with each command. Like the code on
+a robot it needs numpy, onnxruntime and (for the stand-in) MuJoCo, not torch.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--rate-hz", type=float, help="control rate (default: the contract's control period)")
     parser.add_argument("--config", help="experiment YAML for the simulated robot (default: the task's defaults)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warm-ms", type=float, default=1.0,
+                        help="run runner.warm() this long before each tick (0: off; see deploy-bench --rate)")
     args = parser.parse_args()
 
     runner = PolicyRunner(args.export_dir)
@@ -87,6 +90,10 @@ def main() -> None:
         if now > deadline:
             misses += 1
             deadline = now
+        elif args.warm_ms > 0 and deadline - now > args.warm_ms / 1e3:
+            time.sleep(deadline - now - args.warm_ms / 1e3)
+            runner.warm()  # caches and core awake for the tick; changes no state
+            time.sleep(max(0.0, deadline - clock()))
         else:
             time.sleep(deadline - now)
 
@@ -94,7 +101,8 @@ def main() -> None:
     for name, us in (("PolicyRunner.step", policy_us), ("tick work (policy + simulated robot)", work_us)):
         print(f"  {name}: p50 {np.percentile(us, 50):.1f} us, p99 {np.percentile(us, 99):.1f} us, max {us.max():.1f} us")
     print(f"  episodes {robot.episodes}, successes {robot.successes}; "
-          f"non-finite observations {runner.nonfinite_obs}, outputs {runner.nonfinite_output}")
+          f"non-finite observations {runner.nonfinite_obs}, outputs {runner.nonfinite_output}; "
+          f"observations out of the training distribution {runner.out_of_distribution}")
 
 
 if __name__ == "__main__":
