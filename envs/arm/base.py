@@ -1,17 +1,19 @@
 """Shared core of the arm tasks (Reach, Push, PickPlace, and MobilePick on top).
 
 :class:`ArmTaskEnv` owns what the tasks share: the arm + gripper of the robot spec ``env.robot``
-(:mod:`robolearn.envs.robots`; default the bundled ``arm5``) mounted in a scene, joint-delta
-position control, the observation terms, the object (size per env through a
-layout parameter), grasp detection from the grasp geoms' touch sensors and the episode metrics.
-A task module fills in its target sampling, its reward terms (named functions of
+(:mod:`robolearn.envs.robots`; default the bundled ``arm5``) mounted in a scene, position control
+through the action space ``env.action_space``, the observation terms, the object (size per env
+through a layout parameter), grasp detection from the grasp geoms' touch sensors and the episode
+metrics. A task module fills in its target sampling, its reward terms (named functions of
 :mod:`robolearn.envs.rewards`, weighted by the core from ``env.rewards``) and its success condition.
 
-Actions (normalised to [-1, 1]): one position delta per arm joint (``delta_scale`` rad, or m for a
-slide joint, per control step at 1, added to a per-env joint target clipped to the actuator range)
-and one gripper command (-1 fully open, +1 closed; the robot command is the open fraction, 1 open,
-0 closed); a task without the gripper action (Push) holds the gripper closed and lists the
-command in ``fixed_commands``. Observations (``policy``), all in the arm-base frame (the spec's
+Actions (normalised to [-1, 1]): the arm actions of ``env.action_space``
+(:mod:`robolearn.envs.arm.actions`: ``joint_delta``, one joint-target change per arm joint,
+``delta_scale`` rad per step at 1; or ``ee_delta``, the end effector's displacement in the
+arm-base frame, ``ee_delta_scale`` m per step at 1, through IK) and one gripper command (-1 fully
+open, +1 closed; the robot command is the open fraction, 1 open, 0 closed); a task without the
+gripper action (Push) holds the gripper closed and lists the command in ``fixed_commands``.
+Observations (``policy``), all in the arm-base frame (the spec's
 ``arm.base_body``): joint positions and velocities (one per arm joint), gripper open fraction and
 its rate, end-effector pose (position + two rotation columns),
 object position, orientation and velocity relative to the gripper, target relative to the object
@@ -35,6 +37,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from robolearn.config import EnvConfig, Range, StrictModel
+from robolearn.envs.arm.actions import ArmActionSpace, arm_actions
 from robolearn.envs.core import BatchedMujocoEnv
 from robolearn.envs.rewards import reward_action_rate, reward_joint_limit
 from robolearn.envs.robots import (
@@ -75,7 +78,14 @@ class ArmTaskConfig(EnvConfig):
                                    "the spec itself")
     control_hz: float = Field(25.0, gt=0.0)
     episode_seconds: float = Field(6.0, gt=0.0)
-    delta_scale: float = Field(0.06, gt=0.0, description="rad of joint target change per control step at action 1")
+    action_space: ArmActionSpace = Field("joint_delta", description="joint_delta: a target change per arm joint; "
+                                         "ee_delta: the end effector's displacement in the arm-base frame (IK)")
+    delta_scale: float = Field(0.06, gt=0.0, description="joint_delta: rad of joint target change per control step "
+                               "at action 1")
+    ee_delta_scale: float = Field(0.02, gt=0.0, description="ee_delta: metres of end-effector motion per control "
+                                  "step at action 1")
+    ee_yaw: bool = Field(False, description="ee_delta: also command the rotation about the gripper's approach axis")
+    ee_yaw_scale: float = Field(0.1, gt=0.0, description="ee_delta with ee_yaw: rad per control step at action 1")
     object_size: Range = Field(default_factory=lambda: Range(lo=0.02, hi=0.025),
                                description="cube half side, metres (4-5 cm cubes)")
     object_region: Region = Field(default_factory=lambda: Region(x=Range(lo=0.35, hi=0.55), y=Range(lo=-0.15, hi=0.15)))
@@ -93,6 +103,8 @@ class ArmTaskConfig(EnvConfig):
     @model_validator(mode="after")
     def _sizes(self) -> ArmTaskConfig:
         self.robot.require("arm", "gripper")
+        if self.ee_yaw and self.action_space != "ee_delta":
+            raise ValueError("ee_yaw: true needs action_space: ee_delta (joint_delta commands the joints)")
         widest = self.robot.gripper.opening / 2
         if self.object_size.lo <= 0 or self.object_size.hi > widest:
             raise ValueError(f"object_size must lie in (0, {widest:g}] (half side; robot {self.robot.name!r} opens "
@@ -145,12 +157,15 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.site_xmat = self.batch.bind("site_xmat")
         self.xpos = self.batch.bind("xpos")
         self.xmat = self.batch.bind("xmat")
+        self.joint_axis = self.batch.bind("xaxis")  # world joint axes and anchors (ee_delta's Jacobians)
+        self.joint_anchor = self.batch.bind("xanchor")
         self._geom_size = self.model_field("geom_size")
         self._geom_rbound = self.model_field("geom_rbound")
         self._geom_aabb = self.model_field("geom_aabb")
 
         # per-env task state
         self.joint_target = np.zeros((n, len(self.arm.names)))
+        self.ee_goal = np.zeros((n, 3))  # ee_delta: where the end effector is sent (arm-base frame)
         self.target = np.zeros((n, 3))  # world frame
         self.object_half = np.full(n, cfg.object_size.hi)
         self.object_rest_z = np.zeros(n)  # world z of the object's centre resting on the table
@@ -176,15 +191,19 @@ class ArmTaskEnv(BatchedMujocoEnv):
         #: the arm's and gripper's indices in the model (robolearn.envs.robots.handles)
         self.arm = ArmHandles(model, self.cfg.robot)
         self.gripper = GripperHandles(model, self.cfg.robot)
+        #: how arm actions become joint targets (env.action_space, robolearn.envs.arm.actions)
+        self.arm_actions = arm_actions(self.cfg, self.arm, model)
+        #: the action space an exported contract names (``action.space``)
+        self.action_space_info = self.arm_actions.space_info(model)
         return model
 
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Names, scale and offset of the actions (robot command = action * scale + offset): the
-        joint deltas (the robot's joint names, rad or m), then (unless ``gripper_action`` is off)
-        the gripper's open fraction, -1 open, +1 closed."""
-        arm = self.arm
-        names = [f"{j}_delta_{unit}" for j, unit in zip(arm.names, arm.units)]
-        scale, offset = [self.cfg.delta_scale] * len(names), [0.0] * len(names)
+        arm actions of ``action_space`` (joint deltas named after the robot's joints, rad or m; or
+        the end-effector deltas, m and rad), then (unless ``gripper_action`` is off) the gripper's
+        open fraction, -1 open, +1 closed."""
+        names, scale = self.arm_actions.names_and_scale()
+        offset = [0.0] * len(names)
         if self.gripper_action:
             names.append(GRIPPER_COMMAND)
             scale.append(-0.5)
@@ -349,6 +368,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self._reset_task_state(ids)
         self.prev_ee[ids] = self.ee_pos[ids]
         self.ee_vel[ids] = 0.0
+        self.arm_actions.reset(self, ids)
 
     def _reset_robot(self, ids: np.ndarray) -> None:
         """Robot pose at reset (MobilePick also places its base)."""
@@ -356,12 +376,12 @@ class ArmTaskEnv(BatchedMujocoEnv):
 
     # ------------------------------------------------------------------ step
     def _apply_arm_actions(self, actions: np.ndarray) -> None:
-        arm, nj = self.arm, len(self.arm.names)
-        target = self.joint_target + actions[:, :nj] * self.cfg.delta_scale
-        self.joint_target = np.clip(target, arm.ctrl_lo, arm.ctrl_hi)
-        self.ctrl[:, arm.actuators] = self.joint_target
+        """Arm actions (the first of ``actions``) to joint targets, then the gripper command."""
+        na = self.arm_actions.size
+        self.joint_target = self.arm_actions.targets(self, actions[:, :na])
+        self.ctrl[:, self.arm.actuators] = self.joint_target
         if self.gripper_action:
-            fraction = actions[:, nj] * self.action_scale[-1] + self.action_offset[-1]
+            fraction = actions[:, na] * self.action_scale[-1] + self.action_offset[-1]
         else:
             fraction = np.full(self.num_envs, self.fixed_commands[GRIPPER_COMMAND])
         self.ctrl[:, self.gripper.actuators] = self.gripper.ctrl(fraction)
