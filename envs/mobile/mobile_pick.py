@@ -23,6 +23,7 @@ joint-limit and collision penalties.
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -40,7 +41,7 @@ from robolearn.envs.rewards import (
     reward_success,
     reward_velocity_toward,
 )
-from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, robot_field
+from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, add_look_at_camera, robot_field
 from robolearn.envs.sampling import rejection_sample
 
 #: the largest base footprint radius the layout makes room for, metres
@@ -50,6 +51,8 @@ TABLE_HALF = 0.25
 # normal), and the farthest start or zone a layout asks for (farther ones rarely fit the arena)
 CLOSEST_START = TABLE_HALF + ROBOT_RADIUS + 0.05
 MAX_LAYOUT_DISTANCE = 3.0
+#: the scene's geoms a bump of the base is counted against: the table and the arena's walls
+BUMP_GEOMS = ("table", "wall_n", "wall_s", "wall_e", "wall_w")
 
 
 def closest_zone(zone_radius: float) -> float:
@@ -113,7 +116,8 @@ class MobilePickEnv(ArmTaskEnv):
 
     config_cls = MobilePickConfig
     scene = ("robolearn.envs.mobile", "mobile_arena.xml")
-    task_metrics = ArmTaskEnv.task_metrics + ("collisions",)
+    task_metrics = ArmTaskEnv.task_metrics + ("collisions", "bumps")
+    video_camera = "follow"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -133,9 +137,28 @@ class MobilePickEnv(ArmTaskEnv):
         self.carry_distance = np.zeros(n)
         self.collisions = np.zeros(n, np.int64)
         self.in_collision = np.zeros(n, bool)
+        self._bump_sensors = np.array([m.sensor_adr[m.sensor(f"bump_{g}").id] for g in BUMP_GEOMS])
+        self.bumps = np.zeros(n, np.int64)
+        self.bumping = np.zeros(n, bool)
 
     def robot_specs(self) -> list[RobotSpec]:
         return [self.cfg.base, self.cfg.robot]
+
+    def _edit_scene(self, spec) -> None:
+        """The video camera follows the base (its subtree's centre of mass; fixed orientation,
+        looking from behind and above its start heading); a contact sensor per table and wall geom
+        finds the base's chassis touching it (``bumps``)."""
+        chassis = spec.body(self.cfg.base.prefix + self.cfg.base.base.body)
+        add_look_at_camera(chassis, self.video_camera, [-1.4, -1.0, 1.9], [0.3, 0.0, 0.3], fovy=60.0,
+                           mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM)
+        for geom in BUMP_GEOMS:
+            spec.add_sensor(name=f"bump_{geom}", type=mujoco.mjtSensor.mjSENS_CONTACT, objtype=mujoco.mjtObj.mjOBJ_BODY,
+                            objname=chassis.name, reftype=mujoco.mjtObj.mjOBJ_GEOM, refname=geom,
+                            intprm=[1, 0, 1])  # data "found", no reduction, one contact
+
+    def in_target_zone(self) -> np.ndarray:
+        """The cube over the drop zone (within ``zone_radius`` in the floor plane)."""
+        return np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1) < self.cfg.zone_radius
 
     def task_regions(self) -> dict:
         """None: the base drives to the cube and the zone, so no region is fixed in the arm's frame."""
@@ -249,6 +272,8 @@ class MobilePickEnv(ArmTaskEnv):
         self.carry_distance[ids] = np.linalg.norm((self.target[ids] - self.object_pos[ids])[:, :2], axis=-1)
         self.collisions[ids] = 0
         self.in_collision[ids] = False
+        self.bumps[ids] = 0
+        self.bumping[ids] = False
 
     # ------------------------------------------------------------------ step
     def _nav_distance(self) -> np.ndarray:
@@ -281,12 +306,14 @@ class MobilePickEnv(ArmTaskEnv):
             "collision": collision,
         }
         count_collisions(collision > 0, self.in_collision, self.collisions)
+        count_collisions(self.sensordata[:, self._bump_sensors].max(axis=-1) > 0, self.bumping, self.bumps)
         self.nav_distance = nav
         self.carry_distance = carry
         return terms, self._terminated(success)
 
     def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        return {**super()._task_metrics(ids), "collisions": self.collisions[ids].astype(np.float64)}
+        return {**super()._task_metrics(ids), "collisions": self.collisions[ids].astype(np.float64),
+                "bumps": self.bumps[ids].astype(np.float64)}
 
     def _observe(self) -> dict[str, np.ndarray]:
         terms = super()._observe()
