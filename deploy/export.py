@@ -198,14 +198,18 @@ def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sh
     """The contract of ``policy`` exported for ``env`` (see :mod:`robolearn.deploy.contract`)."""
     layout = env.obs_layout["policy"]
     inputs, outputs = io_names(policy.recurrent)
+    action = {"dim": len(env.action_names), "names": list(env.action_names),
+              "scale": [float(v) for v in env.action_scale], "offset": [float(v) for v in env.action_offset],
+              "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset",
+              "fixed": {str(name): float(value) for name, value in getattr(env, "fixed_commands", {}).items()}}
+    space = getattr(env, "action_space_info", None)  # e.g. {"name": "ee_delta", "frame": "arm_base"}
+    if space:
+        action["space"] = {str(key): str(value) for key, value in space.items()}
     return {
         "format": FORMAT,
         "task": task,
         "obs": {"dim": layout.size, "dtype": "float32", "normalized_in_graph": True, "terms": obs_terms(env)},
-        "action": {"dim": len(env.action_names), "names": list(env.action_names),
-                   "scale": [float(v) for v in env.action_scale], "offset": [float(v) for v in env.action_offset],
-                   "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset",
-                   "fixed": {str(name): float(value) for name, value in getattr(env, "fixed_commands", {}).items()}},
+        "action": action,
         "control_period_s": round(float(env.control_dt), 9),
         "recurrent": None if policy.recurrent is None else {**policy.recurrent, "state_shape": STATE_SHAPE},
         "inputs": inputs,
