@@ -88,23 +88,27 @@ class VideoRecorder:
 
     def add(self, rgb: np.ndarray, lines: list[str]) -> None:
         frame = np.ascontiguousarray(rgb[..., ::-1])  # RGB -> BGR
-        self.draw_overlay(frame, lines)
+        self.band = draw_overlay(frame, lines, self.band)
         self.writer.write(frame)
         self.frames += 1
 
-    def draw_overlay(self, frame: np.ndarray, lines: list[str]) -> None:
-        """``lines`` in white, one per slot of ``LINE_HEIGHT`` pixels, on the dark band (in place)."""
-        cv2 = self.cv2
-        widths = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)[0][0] for text in lines]
-        self.band = (max(self.band[0], max(widths, default=0) + 2 * MARGIN),
-                     max(self.band[1], LINE_HEIGHT * len(lines) + MARGIN))
-        cv2.rectangle(frame, (0, 0), (self.band[0] - 1, self.band[1] - 1), BAND_COLOUR, -1)
-        for i, text in enumerate(lines):
-            cv2.putText(frame, text, (MARGIN, LINE_HEIGHT * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE,
-                        (255, 255, 255), 1, cv2.LINE_AA)
-
     def close(self) -> None:
         self.writer.release()
+
+
+def draw_overlay(frame: np.ndarray, lines: list[str], band: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """Draw ``lines`` in white into ``frame`` (BGR, in place), one per slot of ``LINE_HEIGHT``
+    pixels, on a dark band in the top left corner at least ``band`` (width, height) large; the
+    band drawn."""
+    import cv2
+
+    widths = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)[0][0] for text in lines]
+    band = (max(band[0], max(widths, default=0) + 2 * MARGIN), max(band[1], LINE_HEIGHT * len(lines) + MARGIN))
+    cv2.rectangle(frame, (0, 0), (band[0] - 1, band[1] - 1), BAND_COLOUR, -1)
+    for i, text in enumerate(lines):
+        cv2.putText(frame, text, (MARGIN, LINE_HEIGHT * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return band
 
 
 @torch.inference_mode()

@@ -199,6 +199,23 @@ def test_scripted_pick_and_place_through_the_ee_delta_interface_succeeds():
     assert reward > w.reach + w.grasp + w.lift + w.success
 
 
+@pytest.mark.parametrize("task", ["robolearn/Reach-v0", "robolearn/Push-v0", "robolearn/PickPlace-v0",
+                                  "robolearn/MobilePick-v0"])
+def test_every_arm_task_takes_ee_delta_actions(task):
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    env = gymnasium.make(task, action_space="ee_delta", disable_env_checker=True)
+    check_env(env.unwrapped, skip_render_check=True)
+    batched = env.unwrapped.vector_env
+    arm_names = [n for n in batched.action_names if n.startswith("ee_")]
+    assert arm_names == ["ee_dx_m", "ee_dy_m", "ee_dz_m"] and batched.action_space_info["name"] == "ee_delta"
+    env.reset(seed=0)
+    for _ in range(5):
+        obs, reward, *_ = env.step(env.action_space.sample())
+        assert np.isfinite(obs).all() and np.isfinite(reward)
+
+
 def test_mobile_pick_takes_wheel_then_end_effector_actions():
     env = MobilePickEnv(num_envs=2, nthread=1, seed=0, action_space="ee_delta")
     assert env.action_names == ["wheel_l_velocity_rad_s", "wheel_r_velocity_rad_s", "ee_dx_m", "ee_dy_m", "ee_dz_m",
