@@ -249,6 +249,18 @@ def test_config_names_the_space_and_rejects_what_does_not_fit():
     np.testing.assert_allclose(ee.action_scale, [0.02, 0.02, 0.02, -0.5])
 
 
+def test_ee_delta_needs_the_arm_joints_to_carry_the_end_effector():
+    from robolearn.envs.robots import RobotSpecError
+
+    from test_robots import spec
+
+    fingered = spec("arm5", arm__joints=["j1_pan", "j2_shoulder", "j3_elbow", "j4_wrist", "finger_l"],
+                    arm__actuators=["j1_pan", "j2_shoulder", "j3_elbow", "j4_wrist", "gripper"])
+    ReachEnv(num_envs=1, nthread=1, robot=fingered)  # joint deltas need no chain
+    with pytest.raises(RobotSpecError, match="'finger_l' does not carry the end effector"):
+        ReachEnv(num_envs=1, nthread=1, robot=fingered, action_space="ee_delta")
+
+
 def test_the_contract_says_which_space_the_policy_speaks():
     from robolearn.deploy.contract import ContractError, validate
     from robolearn.deploy.export import build_contract

@@ -80,7 +80,8 @@ class EndEffectorDeltaActions:
         for name, joint in zip(arm.names, arm.joints):
             if model.jnt_bodyid[joint] not in carriers:
                 raise RobotSpecError(f"robot.arm.joints: {name!r} does not carry the end effector; action_space "
-                                     f"ee_delta needs the arm's joints to be the chain from its base to its end effector")
+                                     "ee_delta needs the arm's joints to be the chain from its base to its end "
+                                     "effector")
         #: which arm joints slide (the others are hinges)
         self.slide = np.array([unit == "m" for unit in arm.units])
         self.ee_delta_scale, self.ee_yaw, self.ee_yaw_scale = ee_delta_scale, ee_yaw, ee_yaw_scale

@@ -166,9 +166,9 @@ class MobilePickEnv(ArmTaskEnv):
         add_look_at_camera(chassis, self.video_camera, [-1.4, -1.0, 1.9], [0.3, 0.0, 0.3], fovy=60.0,
                            mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM)
         for geom in BUMP_GEOMS:
-            spec.add_sensor(name=f"bump_{geom}", type=mujoco.mjtSensor.mjSENS_CONTACT, objtype=mujoco.mjtObj.mjOBJ_BODY,
-                            objname=chassis.name, reftype=mujoco.mjtObj.mjOBJ_GEOM, refname=geom,
-                            intprm=[1, 0, 1])  # data "found", no reduction, one contact
+            spec.add_sensor(name=f"bump_{geom}", type=mujoco.mjtSensor.mjSENS_CONTACT,
+                            objtype=mujoco.mjtObj.mjOBJ_BODY, objname=chassis.name, reftype=mujoco.mjtObj.mjOBJ_GEOM,
+                            refname=geom, intprm=[1, 0, 1])  # data "found", no reduction, one contact
 
     def in_target_zone(self) -> np.ndarray:
         """The cube over the drop zone (within ``zone_radius`` in the floor plane)."""
@@ -322,7 +322,7 @@ class MobilePickEnv(ArmTaskEnv):
         count_collisions(collision > 0, self.in_collision, self.collisions)
         bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
         self.bumps += bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
-        self.steps_clear = np.where(bumping, 0, self.steps_clear + 1)
+        self.steps_clear = np.where(bumping, 0, np.minimum(self.steps_clear + 1, BUMP_CLEAR_STEPS))
         self.nav_distance = nav
         self.carry_distance = carry
         return terms, self._terminated(success)

@@ -20,6 +20,6 @@ from robolearn.envs.robots.spec import (
     robot_field,
 )
 
-__all__ = ["add_look_at_camera", "ArmHandles", "ArmSpec", "BaseHandles", "BaseSpec", "GripperHandles", "GripperSpec", "RobotSpec",
-           "RobotSpecError", "bundled_robots", "compose", "resolve_robot_ref", "robot_field", "robot_mjspec",
-           "scene_mjspec"]
+__all__ = ["ArmHandles", "ArmSpec", "BaseHandles", "BaseSpec", "GripperHandles", "GripperSpec", "RobotSpec",
+           "RobotSpecError", "add_look_at_camera", "bundled_robots", "compose", "resolve_robot_ref", "robot_field",
+           "robot_mjspec", "scene_mjspec"]
