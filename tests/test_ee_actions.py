@@ -20,8 +20,8 @@ from robolearn.envs.robots.ik import chain_jacobians, ik
 
 HAS_FETCH = importlib.util.find_spec("gymnasium_robotics") is not None
 FETCH = {"robot": "fetch", "target_region": {"x": [0.65, 0.85], "y": [-0.15, 0.15], "z": [0.05, 0.25]}}
-ROBOTS = [pytest.param({}, id="arm5"),
-          pytest.param(FETCH, id="fetch", marks=pytest.mark.skipif(not HAS_FETCH, reason="needs gymnasium-robotics"))]
+NEEDS_FETCH = pytest.mark.skipif(not HAS_FETCH, reason="the Fetch model comes with gymnasium-robotics")
+ROBOTS = [pytest.param({}, id="arm5"), pytest.param(FETCH, id="fetch", marks=NEEDS_FETCH)]
 
 
 def ee_delta_reach(n, **kwargs):
@@ -95,13 +95,15 @@ def test_jacobians_from_the_step_kinematics_equal_mujocos(robot):
     np.testing.assert_allclose(rot, ref_rot[:, :, arm.dof], atol=1e-12)
 
 
-@pytest.mark.parametrize("robot", ROBOTS)
-@pytest.mark.parametrize("poses", ["pointing_down", "tilted"])
+@pytest.mark.parametrize("robot, poses", [pytest.param({}, "pointing_down", id="arm5-pointing_down"),
+                                          pytest.param({}, "tilted", id="arm5-tilted"),
+                                          pytest.param(FETCH, "pointing_down", id="fetch-pointing_down",
+                                                       marks=NEEDS_FETCH)])
 def test_a_commanded_delta_moves_the_end_effector_by_that_delta(robot, poses):
     """From random poses, one action with a random delta (up to 2 cm per axis in the arm-base
-    frame), then zero actions: the end effector ends up that delta away (within 3% + 0.3 mm)."""
-    if poses == "tilted" and robot:
-        pytest.skip("Fetch's wrist (7 N m at 50 N m s/rad damping) takes seconds to turn a tilted gripper down")
+    frame), then zero actions: the end effector ends up that delta away (within 3% + 0.3 mm).
+    Tilted poses on arm5 only: Fetch's wrist (7 N m against 50 N m s/rad of damping) takes seconds
+    to turn a tilted gripper down."""
     n, rng = 24, np.random.default_rng(2)
     env = ee_delta_reach(n, **robot)
     place_arm(env, (poses_pointing_down if poses == "pointing_down" else tilted_poses)(env, rng, n))
