@@ -140,6 +140,25 @@ def test_full_scale_random_actions_never_command_a_joint_outside_its_range(robot
     assert reached.any(), "full-scale actions should drive some joint target to its bound"
 
 
+def test_a_joint_at_its_limit_is_locked_and_the_others_make_up_the_motion():
+    """Two joints move the end effector along x; the first sits at its upper bound: the step
+    leaves it there and the second makes the whole displacement (clipping the damped
+    least-squares step would have halved it)."""
+    from robolearn.envs.robots.ik import ee_delta_joint_step
+
+    jac_pos = np.array([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]])
+    jac_rot = np.zeros((1, 3, 4))  # no orientation task to mix in
+    down = np.array([[0.0, 0.0, -1.0]])
+    lo, hi = np.full(4, -1.0), np.full(4, 1.0)
+    target = np.array([[1.0, 0.0, 0.0, 0.0]])
+    delta = np.array([[0.01, 0.002, 0.0]])
+    step = ee_delta_joint_step(jac_pos, jac_rot, delta, down, down, np.zeros(1), target, lo, hi)
+    assert step[0, 0] == 0.0
+    np.testing.assert_allclose(jac_pos[0] @ step[0], delta[0], rtol=0.01)
+    free = ee_delta_joint_step(jac_pos, jac_rot, delta, down, down, np.zeros(1), np.zeros((1, 4)), lo, hi)
+    np.testing.assert_allclose(free[0, :2], [0.005, 0.005], rtol=0.01)  # away from the bound both share it
+
+
 def test_yaw_turns_the_gripper_about_its_approach_axis_in_place():
     env = ee_delta_reach(4, ee_yaw=True)
     assert env.action_names == ["ee_dx_m", "ee_dy_m", "ee_dz_m", "ee_dyaw_rad", "gripper_open_fraction"]

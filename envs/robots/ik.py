@@ -102,10 +102,10 @@ def ee_delta_joint_step(jac_pos: np.ndarray, jac_rot: np.ndarray, delta: np.ndar
     omega = tilt + yaw_rate[:, None] * approach
     step = _prioritised_step(jac_pos, jac_rot, delta, omega)
     blocked = ((target + step > hi) & (step > 0)) | ((target + step < lo) & (step < 0))
-    if blocked.any():
-        free = (~blocked)[:, None, :]
-        again = _prioritised_step(jac_pos * free, jac_rot * free, delta, omega)
-        step = np.where(blocked.any(axis=-1, keepdims=True), again, step)
+    rows = np.flatnonzero(blocked.any(axis=-1))
+    if rows.size:  # solve again, for those envs only, without the blocked joints
+        free = (~blocked[rows])[:, None, :]
+        step[rows] = _prioritised_step(jac_pos[rows] * free, jac_rot[rows] * free, delta[rows], omega[rows])
     return step
 
 
