@@ -11,6 +11,10 @@ For each task and N parallel envs, with random actions, in one run:
 
     python bench/env_throughput.py [--tasks Nav-v0 PickPlace-v0] [--envs 64 256 1024] [--seconds 3]
     python bench/env_throughput.py --config configs/fetch_pickplace.yaml --envs 256   (a config's env)
+    python bench/env_throughput.py --tasks PickPlace-v0 --envs 256 env.action_space=ee_delta   (env keys changed)
+
+``env.KEY=VALUE`` overrides change the env section (of ``--config``, or of each task's defaults):
+run once with ``env.action_space=ee_delta`` and once without to see what the end-effector IK costs.
 
 Run it alone: on 2 cores a figure taken beside another job is void.
 """
@@ -24,6 +28,7 @@ import time
 import gymnasium
 import mujoco
 import numpy as np
+import yaml
 import robolearn.envs  # noqa: F401  (registers the tasks)
 from mujoco import batch as mjbatch
 from robolearn.envs import get_task
@@ -54,7 +59,7 @@ def bench_raw(env, actions: np.ndarray, seconds: float) -> float:
         base = env.ctrl.copy()
         arm = env.arm.actuators
         jitter = np.zeros((len(actions),) + base.shape)
-        jitter[:, :, arm] = actions[:, :, :len(arm)] * 0.05
+        jitter[:, :, arm] = np.random.default_rng(1).uniform(-0.05, 0.05, (len(actions), env.num_envs, len(arm)))
 
         def step(i):
             ctrl[:] = base + jitter[i % len(actions)]
@@ -89,14 +94,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
     parser.add_argument("--config", help="an experiment config: its env section (task, robot, layout) replaces "
                         "--tasks")
+    parser.add_argument("overrides", nargs="*", metavar="env.KEY=VALUE", help="env keys to change, e.g. "
+                        "env.action_space=ee_delta")
     args = parser.parse_args()
-    env_kwargs, label = {}, ""
+    env_kwargs, label = {}, "".join(f", {o}" for o in args.overrides)
     if args.config:
         from robolearn.config import load_config
 
-        env = load_config(args.config, []).env
-        args.tasks, label = [env.task], f", {args.config}"
+        env = load_config(args.config, args.overrides).env
+        args.tasks, label = [env.task], f", {args.config}{label}"
         env_kwargs = env.model_dump(exclude={"task", "num_envs"})
+    else:
+        for override in args.overrides:
+            key, sep, value = override.partition("=")
+            if not key.startswith("env.") or not sep:
+                parser.error(f"override {override!r}: expected env.KEY=VALUE")
+            env_kwargs[key[4:]] = yaml.safe_load(value)
 
     for name in args.tasks:
         task = name if "/" in name else f"robolearn/{name}"

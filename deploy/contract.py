@@ -13,7 +13,8 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
              "stats": {"samples": 2000000, "source": "..."}},
      "action": {"dim": 2, "names": [...], "scale": [...], "offset": [...], "clip": [-1.0, 1.0],
                 "command": "clip(actions, -1, 1) * scale + offset",
-                "fixed": {"gripper_open_fraction": 0.0, ...}},
+                "fixed": {"gripper_open_fraction": 0.0, ...},
+                "space": {"name": "ee_delta", "frame": "arm_base"}},
      "control_period_s": 0.05,
      "trained_with": {"action_latency_steps": [0, 3], "action_latency_s": [0.0, 0.15],
                       "obs_latency_steps": [0, 0], "obs_latency_s": [0.0, 0.0],
@@ -47,7 +48,10 @@ The graph's ``actions`` are the policy's deterministic (mean) actions in [-1, 1]
 (never zero) and offset are applied outside the graph. ``action.fixed`` names the robot commands
 the task holds constant while the policy runs (e.g. Push keeps the gripper open), with the value to
 send for each, in the units its name gives; ``{}`` when there are none. They are not policy
-outputs: no fixed name is also in ``action.names``.
+outputs: no fixed name is also in ``action.names``. ``action.space`` (optional; the arm tasks
+write it) says what the commands move: ``joint_delta`` (joint-target changes) or ``ee_delta``
+(end-effector displacements, and yaw, in the frame of the body ``frame`` names, the arm's base:
+the robot turns them into joint targets with its own IK).
 
 ``sha256.onnx_graph`` is the sha256 of the ONNX ``graph`` field's bytes as stored in
 ``policy.onnx`` (weights included; the metadata that carries this contract is outside it), see
@@ -76,6 +80,8 @@ CONTRACT_FILE = "policy.json"
 METADATA_KEY = "robolearn.contract"
 STATE_NAMES = {"lstm": ("h", "c"), "gru": ("h",)}
 STATE_SHAPE = ["layers", "batch", "hidden_size"]
+#: what ``action.space.name`` may say: the arm's joint-target deltas, or end-effector deltas in ``action.space.frame``
+ACTION_SPACES = ("joint_delta", "ee_delta")
 
 
 class ContractError(ValueError):
@@ -205,6 +211,12 @@ def _check_action(check: _Checker, action: dict) -> None:
                    f"expected a finite number, got {value!r}")
         check.that(name not in names, key, "is also a policy output (in action.names); a command is either "
                                             "the policy's or fixed")
+    if "space" in action:  # optional: contracts exported before it was added have none
+        space = check.section(action, "action.space")
+        check.that(space.get("name") in ACTION_SPACES, "action.space.name",
+                   f"expected one of {list(ACTION_SPACES)}, got {space.get('name')!r}")
+        if space["name"] == "ee_delta":
+            check.text(space, "action.space.frame")
 
 
 def _check_recurrent(check: _Checker, recurrent: Any) -> None:

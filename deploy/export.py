@@ -233,14 +233,18 @@ def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sh
     obs = {"dim": layout.size, "dtype": "float32", "normalized_in_graph": True, "terms": terms}
     if statistics:
         obs["stats"] = {"samples": statistics["samples"], "source": statistics["source"]}
+    action = {"dim": len(env.action_names), "names": list(env.action_names),
+              "scale": [float(v) for v in env.action_scale], "offset": [float(v) for v in env.action_offset],
+              "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset",
+              "fixed": {str(name): float(value) for name, value in getattr(env, "fixed_commands", {}).items()}}
+    space = getattr(env, "action_space_info", None)  # e.g. {"name": "ee_delta", "frame": "arm_base"}
+    if space:
+        action["space"] = {str(key): str(value) for key, value in space.items()}
     return {
         "format": FORMAT,
         "task": task,
         "obs": obs,
-        "action": {"dim": len(env.action_names), "names": list(env.action_names),
-                   "scale": [float(v) for v in env.action_scale], "offset": [float(v) for v in env.action_offset],
-                   "clip": [-1.0, 1.0], "command": "clip(actions, -1, 1) * scale + offset",
-                   "fixed": {str(name): float(value) for name, value in getattr(env, "fixed_commands", {}).items()}},
+        "action": action,
         "control_period_s": round(float(env.control_dt), 9),
         "trained_with": trained_with,
         "recurrent": None if policy.recurrent is None else {**policy.recurrent, "state_shape": STATE_SHAPE},

@@ -108,6 +108,8 @@ class BatchedMujocoEnv(gymnasium.vector.VectorEnv):
     #: the task's own per-episode metrics (``info["episode"]`` also has COMMON_METRICS and the
     #: reward terms' sums; ``episode_metrics`` lists them all)
     task_metrics: tuple[str, ...] = ()
+    #: the camera ``robolearn eval --video`` renders by default (the free camera if the model has none of that name)
+    video_camera: str = "top"
 
     def __init__(self, num_envs: int | None = None, config: Any = None, seed: int | None = None,
                  render_mode: str | None = None, randomization: RandomizationConfig | dict | None = None,

@@ -2,7 +2,8 @@
 
     robolearn train CONFIG [KEY=VALUE ...] [--run-dir DIR] [--resume RUN_DIR|CHECKPOINT] [--nproc K]
     torchrun --nproc_per_node=K -m robolearn train CONFIG ...   (the same as --nproc K; multi-node too)
-    robolearn eval RUN_DIR|CHECKPOINT [--episodes N] [--num-envs N] [--json] [--video out.mp4] [--record LOG.npz]
+    robolearn eval RUN_DIR|CHECKPOINT [--episodes N] [--num-envs N] [--json] [--video out.mp4 [--camera NAME]]
+                   [--record LOG.npz]
     robolearn envs                                  registered tasks with obs / action sizes
     robolearn config CONFIG [KEY=VALUE ...]         print the resolved, validated config
     robolearn export RUN_DIR|CHECKPOINT [--out DIR] [--formats onnx,torchscript]
@@ -145,6 +146,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from robolearn.evaluation import VideoError, eval_randomization, run_episodes
     from robolearn.files import FileWriteError
 
+    if args.camera is not None and not args.video:
+        raise CommandError("--camera: names the camera of --video; add --video PATH.mp4")
     try:
         policy, config, state = load_policy(args.checkpoint)
     except CheckpointError as err:
@@ -162,7 +165,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         policy = _exported_policy(args, env, config.env.task)
     try:
         result = run_episodes(policy, env, args.episodes, deterministic=args.deterministic, video=args.video,
-                              record=args.record)
+                              video_camera=args.camera, record=args.record)
     except (VideoError, FileWriteError) as err:
         raise CommandError(str(err)) from None
     result = {"checkpoint": state["path"], "iteration": state["iteration"], "task": config.env.task,
@@ -379,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="layout seed (default: the training seed + 10000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--video", metavar="PATH.mp4", help="render env 0 offscreen to this MP4")
+    p.add_argument("--camera", metavar="NAME", help="the video's camera, any camera of the task's model (default: "
+                   "the task's own view)")
     p.add_argument("--randomization", metavar="RANGES", default="nominal",
                    help="nominal (default), train (the checkpoint's ADR ranges) or a YAML file of fixed ranges")
     p.add_argument("--policy", metavar="EXPORT_DIR/policy.onnx",

@@ -57,8 +57,17 @@ def eval_randomization(spec: str, config: Config, state: dict[str, Any]) -> Rand
         raise ConfigError(f"{spec}: {loc}: {first['msg'].replace('Value error, ', '')}") from None
 
 
+#: the video overlay: pixels per line, margin, font scale and the band's colour (BGR)
+LINE_HEIGHT, MARGIN, FONT_SCALE, BAND_COLOUR = 22, 8, 0.55, (32, 32, 32)
+
+
 class VideoRecorder:
-    """Writes frames of one env with a small overlay (step, reward, return, success) to an MP4."""
+    """Writes frames of one env with a small overlay (step, reward, return, success) to an MP4.
+
+    The overlay's lines are drawn in white on an opaque dark band in the top left corner, one line
+    per slot at fixed positions; the band only grows within a video. Thin text straight on the
+    scene is what made it illegible: over a light, textured floor the MPEG-4 encoder smears each
+    changing number into the next frames, so a line looked drawn over itself."""
 
     def __init__(self, path: str | Path, fps: float, size: int = 480, width: int | None = None):
         import cv2
@@ -75,14 +84,11 @@ class VideoRecorder:
         if not self.writer.isOpened():
             raise VideoError(f"{self.path}: cannot open an MP4 writer (is the file name an .mp4?)")
         self.frames = 0
+        self.band = (0, 0)  # width, height of the overlay's band so far
 
     def add(self, rgb: np.ndarray, lines: list[str]) -> None:
         frame = np.ascontiguousarray(rgb[..., ::-1])  # RGB -> BGR
-        for i, text in enumerate(lines):
-            y = 22 + 22 * i
-            self.cv2.putText(frame, text, (10, y), self.cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, self.cv2.LINE_AA)
-            self.cv2.putText(frame, text, (10, y), self.cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1,
-                             self.cv2.LINE_AA)
+        self.band = draw_overlay(frame, lines, self.band)
         self.writer.write(frame)
         self.frames += 1
 
@@ -90,11 +96,28 @@ class VideoRecorder:
         self.writer.release()
 
 
+def draw_overlay(frame: np.ndarray, lines: list[str], band: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """Draw ``lines`` in white into ``frame`` (BGR, in place), one per slot of ``LINE_HEIGHT``
+    pixels, on a dark band in the top left corner at least ``band`` (width, height) large; the
+    band drawn."""
+    import cv2
+
+    widths = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)[0][0] for text in lines]
+    band = (max(band[0], max(widths, default=0) + 2 * MARGIN), max(band[1], LINE_HEIGHT * len(lines) + MARGIN))
+    cv2.rectangle(frame, (0, 0), (band[0] - 1, band[1] - 1), BAND_COLOUR, -1)
+    for i, text in enumerate(lines):
+        cv2.putText(frame, text, (MARGIN, LINE_HEIGHT * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return band
+
+
 @torch.inference_mode()
 def run_episodes(policy: Policy, env, episodes: int, deterministic: bool = True,
                  video: str | Path | None = None, device: str | torch.device = "cpu",
-                 record: str | Path | None = None) -> dict[str, Any]:
+                 video_camera: str | None = None, record: str | Path | None = None) -> dict[str, Any]:
     """Run ``episodes`` complete episodes of ``policy`` in ``env``; the mean of every episode metric.
+    ``video`` renders env 0 to an MP4 through ``video_camera`` (a camera of the task's model;
+    default the task's own, :func:`video_camera`).
 
     The policy acts through its interface (:mod:`robolearn.models.policy`): ``act_inference``
     (the mean action, as deployed) or, with ``deterministic=False``, sampled ``act``; its state
@@ -105,7 +128,7 @@ def run_episodes(policy: Policy, env, episodes: int, deterministic: bool = True,
     per_env = math.ceil(episodes / n)
     done_count = np.zeros(n, np.int64)
     records: list[tuple[int, int, dict[str, float]]] = []
-    recorder = _EpisodeVideo(env, video, per_env) if video else None
+    recorder = _EpisodeVideo(env, video, per_env, camera=video_camera) if video else None
     recorded: list[np.ndarray] = []
     state = policy.initial_state(n)
     obs, _ = env.reset()
@@ -124,9 +147,10 @@ def run_episodes(policy: Policy, env, episodes: int, deterministic: bool = True,
             obs, reward, terminated, truncated, info = env.step(actions.cpu().numpy())
             dones = terminated | truncated
             state = policy.reset_state(state, torch.from_numpy(dones).to(device))
-            if recorder is not None:
-                recorder.after_step(float(reward[0]), bool(terminated[0]), bool(dones[0]), done_count)
             ids, metrics = finished_episodes(info)
+            if recorder is not None:
+                success = bool(dones[0]) and bool(info["episode"]["success"][0])
+                recorder.after_step(float(reward[0]), success, bool(dones[0]), done_count)
             for j, i in enumerate(ids):
                 if done_count[i] < per_env:
                     records.append((int(done_count[i]), int(i), {k: float(v[j]) for k, v in metrics.items()}))
@@ -167,13 +191,13 @@ class _EpisodeVideo:
     A task whose policy sees images (a depth camera) gets them beside the view, as the policy saw
     them (noise and holes included; colour from near to far, invalid pixels black)."""
 
-    def __init__(self, env, path: str | Path, per_env: int, size: int = 480):
+    def __init__(self, env, path: str | Path, per_env: int, size: int = 480, camera: str | None = None):
         self.env, self.per_env = env, per_env
+        self.camera = video_camera(env, camera)
         self.images = env.obs_layout["policy"].images
         self.info = getattr(env, "obs_term_info", {})
         width = size + sum(int(round(size * shape[1] / shape[0])) for shape in self.images.values())
         self.recorder = VideoRecorder(path, fps=1.0 / env.control_dt, size=size, width=width)
-        self.camera = "top" if _has_camera(env, "top") else -1
         self.overlay = {"step": 0, "return": 0.0, "reward": 0.0}
         self.final_frame: list[np.ndarray] = []
         env.before_reset_hooks.append(self._record_final_frame)
@@ -211,11 +235,12 @@ class _EpisodeVideo:
         self._add(self._render(), done_count)
         self.overlay["step"] += 1
 
-    def after_step(self, reward: float, terminated: bool, done: bool, done_count: np.ndarray) -> None:
+    def after_step(self, reward: float, success: bool, done: bool, done_count: np.ndarray) -> None:
+        """After a step: env 0's reward, whether its episode ended in success, whether it ended."""
         self.overlay["reward"] = reward
         self.overlay["return"] += reward
         if self.final_frame:
-            self._add(self.final_frame.pop(), done_count, success=terminated)
+            self._add(self.final_frame.pop(), done_count, success=success)
         if done:
             self.overlay.update(step=0, reward=0.0, **{"return": 0.0})
 
@@ -224,8 +249,15 @@ class _EpisodeVideo:
         self.env.before_reset_hooks.remove(self._record_final_frame)
 
 
-def _has_camera(env, name: str) -> bool:
-    import mujoco
-
-    return mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, name) >= 0
-
+def video_camera(env, name: str | None = None) -> str | int:
+    """The camera a video of ``env`` renders through: ``name`` (:class:`VideoError` naming the
+    model's cameras if it has no such camera), else the task's ``video_camera`` where the model
+    has it, else the free camera (-1)."""
+    cameras = [env.model.camera(i).name for i in range(env.model.ncam)]
+    if name is not None:
+        if name not in cameras:
+            raise VideoError(f"camera {name!r}: the task's model has no such camera (its cameras: "
+                             f"{', '.join(cameras) or 'none'})")
+        return name
+    default = getattr(env, "video_camera", None)
+    return default if default in cameras else -1

@@ -9,7 +9,7 @@ import robolearn.envs  # noqa: F401  (registers the tasks)
 from gymnasium.utils.env_checker import check_env
 from robolearn.envs.arm import PickPlaceEnv, PushEnv, ReachEnv
 from robolearn.envs.arm.base import grasp_indicator
-from robolearn.envs.robots.check import ik as robot_ik
+from robolearn.envs.robots.ik import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
 from robolearn.envs.rewards import reward_lift, reward_place, reward_reach

@@ -1,17 +1,19 @@
 """Shared core of the arm tasks (Reach, Push, PickPlace, and MobilePick on top).
 
 :class:`ArmTaskEnv` owns what the tasks share: the arm + gripper of the robot spec ``env.robot``
-(:mod:`robolearn.envs.robots`; default the bundled ``arm5``) mounted in a scene, joint-delta
-position control, the observation terms, the object (size per env through a
-layout parameter), grasp detection from the grasp geoms' touch sensors and the episode metrics.
-A task module fills in its target sampling, its reward terms (named functions of
+(:mod:`robolearn.envs.robots`; default the bundled ``arm5``) mounted in a scene, position control
+through the action space ``env.action_space``, the observation terms, the object (size per env
+through a layout parameter), grasp detection from the grasp geoms' touch sensors and the episode
+metrics. A task module fills in its target sampling, its reward terms (named functions of
 :mod:`robolearn.envs.rewards`, weighted by the core from ``env.rewards``) and its success condition.
 
-Actions (normalised to [-1, 1]): one position delta per arm joint (``delta_scale`` rad, or m for a
-slide joint, per control step at 1, added to a per-env joint target clipped to the actuator range)
-and one gripper command (-1 fully open, +1 closed; the robot command is the open fraction, 1 open,
-0 closed); a task without the gripper action (Push) holds the gripper closed and lists the
-command in ``fixed_commands``. Observations (``policy``), all in the arm-base frame (the spec's
+Actions (normalised to [-1, 1]): the arm actions of ``env.action_space``
+(:mod:`robolearn.envs.arm.actions`: ``joint_delta``, one joint-target change per arm joint,
+``delta_scale`` rad per step at 1; or ``ee_delta``, the end effector's displacement in the
+arm-base frame, ``ee_delta_scale`` m per step at 1, through IK) and one gripper command (-1 fully
+open, +1 closed; the robot command is the open fraction, 1 open, 0 closed); a task without the
+gripper action (Push) holds the gripper closed and lists the command in ``fixed_commands``.
+Observations (``policy``), all in the arm-base frame (the spec's
 ``arm.base_body``): joint positions and velocities (one per arm joint), gripper open fraction and
 its rate, end-effector pose (position + two rotation columns),
 object position, orientation and velocity relative to the gripper, target relative to the object
@@ -19,11 +21,23 @@ object position, orientation and velocity relative to the gripper, target relati
 indicator, the object's size and position and the target's position (randomization parameters are
 appended by the core).
 
-Episode metrics: return, length, success, time_to_grasp (seconds to the first grasp, the episode's
-duration when it never grasped), max_lift (metres the object rose above its resting height),
-drops (the object lost from a grasp while lifted, or knocked off the table), the reward terms' sums.
 A cube knocked off the table (its centre 5 cm below the table top, not in the gripper) ends the
 episode as a failure: it cannot be picked up from the floor.
+
+Episode metrics: return, length, success, the reward terms' sums and what the episode did with the
+object (:mod:`robolearn.envs.arm.object_metrics`; Reach has no object to report on beyond the
+first three, Push no grasp to carry with):
+
+=====================  =======================================================================
+``time_to_grasp``      seconds to the first grasp (the episode's duration when it never grasped)
+``max_lift``           metres the object rose above its resting height, held or not (max)
+``max_carry_height``   metres the object was held above the table top (max; 0 if never grasped)
+``drops``              events: the object lost from a grasp while lifted (> 2 cm), or knocked
+                       off the table, even if caught again
+``thrown_or_dropped``  1 if the object left the gripper while lifted and came to rest (or the
+                       episode ended) outside the target zone, or was knocked off the table
+                       without having been carried; 0 otherwise (placing it in the zone is 0)
+=====================  =======================================================================
 """
 
 from __future__ import annotations
@@ -32,9 +46,10 @@ import json
 
 import mujoco
 import numpy as np
-from pydantic import Field, model_validator
 
-from robolearn.config import EnvConfig, Range, StrictModel
+from robolearn.envs.arm.actions import arm_actions
+from robolearn.envs.arm.config import ArmTaskConfig, Region
+from robolearn.envs.arm.object_metrics import OBJECT_METRICS, ObjectMetrics
 from robolearn.envs.core import BatchedMujocoEnv
 from robolearn.envs.rewards import reward_action_rate, reward_joint_limit
 from robolearn.envs.robots import (
@@ -42,8 +57,8 @@ from robolearn.envs.robots import (
     GripperHandles,
     RobotSpec,
     RobotSpecError,
+    add_look_at_camera,
     compose,
-    robot_field,
     scene_mjspec,
 )
 from robolearn.envs.robots.check import unreachable_points
@@ -54,50 +69,6 @@ TABLE_Z = 0.4  # table top height in the table-top scene, metres
 _PARK = np.array([-1.0, 0.0])  # where a task without an object leaves it (on the floor behind the arm)
 #: the gripper's robot command: open fraction (0 closed, 1 fully open)
 GRIPPER_COMMAND = "gripper_open_fraction"
-
-
-# ---------------------------------------------------------------------------------------------
-# config
-
-
-class Region(StrictModel):
-    """An axis-aligned box of positions in the arm-base frame, metres (z above the table top)."""
-
-    x: Range
-    y: Range
-    z: Range = Field(default_factory=lambda: Range(lo=0.0, hi=0.0))
-
-
-class ArmTaskConfig(EnvConfig):
-    """Settings every arm task shares (each task extends it with its rewards and regions)."""
-
-    robot: RobotSpec = robot_field("arm5", "the arm + gripper: a bundled robot's name, a robot spec .yaml or "
-                                   "the spec itself")
-    control_hz: float = Field(25.0, gt=0.0)
-    episode_seconds: float = Field(6.0, gt=0.0)
-    delta_scale: float = Field(0.06, gt=0.0, description="rad of joint target change per control step at action 1")
-    object_size: Range = Field(default_factory=lambda: Range(lo=0.02, hi=0.025),
-                               description="cube half side, metres (4-5 cm cubes)")
-    object_region: Region = Field(default_factory=lambda: Region(x=Range(lo=0.35, hi=0.55), y=Range(lo=-0.15, hi=0.15)))
-    target_region: Region = Field(default_factory=lambda: Region(x=Range(lo=0.35, hi=0.55), y=Range(lo=-0.15, hi=0.15),
-                                                                 z=Range(lo=0.05, hi=0.25)))
-    home_noise: float = Field(0.1, ge=0.0, description="rad, uniform noise on the home joint pose at reset")
-    success_radius: float = Field(0.03, gt=0.0)
-    hold_steps: int = Field(1, ge=1, description="consecutive steps within the success radius that count as success")
-    terminate_on_success: bool = Field(False, description="end the episode at success; by default it runs to the time "
-                                       "limit (the dense terms keep paying for staying at the goal, so a policy is "
-                                       "never tempted to hover short of it to collect them)")
-    grasp_force: float = Field(1.0, ge=0.0, description="finger-pad force sum (N) above which the object counts as grasped")
-    lift_height: float = Field(0.1, gt=0.0, description="metres of lift at which the lift term saturates")
-
-    @model_validator(mode="after")
-    def _sizes(self) -> ArmTaskConfig:
-        self.robot.require("arm", "gripper")
-        widest = self.robot.gripper.opening / 2
-        if self.object_size.lo <= 0 or self.object_size.hi > widest:
-            raise ValueError(f"object_size must lie in (0, {widest:g}] (half side; robot {self.robot.name!r} opens "
-                             f"{self.robot.gripper.opening:g} m), got [{self.object_size.lo}, {self.object_size.hi}]")
-        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,10 +91,12 @@ def to_frame(vec: np.ndarray, rot: np.ndarray) -> np.ndarray:
     return np.einsum("nji,nj->ni", rot, vec)
 
 
-class ArmTaskEnv(BatchedMujocoEnv):
+class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
     """Batched arm task on the shared core; subclasses set the scene and fill in the task hooks."""
 
-    task_metrics = ("time_to_grasp", "max_lift", "drops")
+    #: the object metrics the task reports (robolearn.envs.arm.object_metrics)
+    task_metrics = OBJECT_METRICS
+    video_camera = "three_quarter"
     config_cls: type[ArmTaskConfig] = ArmTaskConfig
     scene = ("robolearn.envs.arm", "tabletop.xml")
     #: whether the task uses the object (Reach leaves it on the floor, out of the way)
@@ -145,12 +118,15 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.site_xmat = self.batch.bind("site_xmat")
         self.xpos = self.batch.bind("xpos")
         self.xmat = self.batch.bind("xmat")
+        self.joint_axis = self.batch.bind("xaxis")  # world joint axes and anchors (ee_delta's Jacobians)
+        self.joint_anchor = self.batch.bind("xanchor")
         self._geom_size = self.model_field("geom_size")
         self._geom_rbound = self.model_field("geom_rbound")
         self._geom_aabb = self.model_field("geom_aabb")
 
         # per-env task state
         self.joint_target = np.zeros((n, len(self.arm.names)))
+        self.ee_goal = np.zeros((n, 3))  # ee_delta: where the end effector is sent (arm-base frame)
         self.target = np.zeros((n, 3))  # world frame
         self.object_half = np.full(n, cfg.object_size.hi)
         self.object_rest_z = np.zeros(n)  # world z of the object's centre resting on the table
@@ -159,11 +135,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.ee_vel = np.zeros((n, 3))
         self.grasped = np.zeros(n, bool)
         self.hold = np.zeros(n, np.int64)
-        self.grasp_step = np.full(n, -1, np.int64)
-        self.max_lift = np.zeros(n)
-        self.drops = np.zeros(n, np.int64)
-        self.lifted_grasp = np.zeros(n, bool)
-        self.off_table = np.zeros(n, bool)
+        self._init_object_metrics()
         self._check_reach()
 
     # ------------------------------------------------------------------ spec
@@ -172,10 +144,14 @@ class ArmTaskEnv(BatchedMujocoEnv):
         return [self.cfg.robot]
 
     def _build_model(self) -> mujoco.MjModel:
-        model = compose(scene_mjspec(*self.scene), self.robot_specs(), self.scene[1])
+        model = compose(scene_mjspec(*self.scene), self.robot_specs(), self.scene[1], edit=self._edit_scene)
         #: the arm's and gripper's indices in the model (robolearn.envs.robots.handles)
         self.arm = ArmHandles(model, self.cfg.robot)
         self.gripper = GripperHandles(model, self.cfg.robot)
+        #: how arm actions become joint targets (env.action_space, robolearn.envs.arm.actions)
+        self.arm_actions = arm_actions(self.cfg, self.arm, model)
+        #: the action space an exported contract names (``action.space``)
+        self.action_space_info = self.arm_actions.space_info(model)
         return model
 
     @property
@@ -207,13 +183,18 @@ class ArmTaskEnv(BatchedMujocoEnv):
                             "meaning": "the policy's previous action (before scaling), zeros at an episode's start"},
         }
 
+    def _edit_scene(self, spec: mujoco.MjSpec) -> None:
+        """Additions to the composed scene before it compiles: the video camera, a three-quarter
+        view of the table from the front right (arm5 and a robot standing behind the table)."""
+        add_look_at_camera(spec.worldbody, self.video_camera, [1.1, -0.8, 1.0], [0.35, 0.0, 0.5])
+
     def _action_spec(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Names, scale and offset of the actions (robot command = action * scale + offset): the
-        joint deltas (the robot's joint names, rad or m), then (unless ``gripper_action`` is off)
-        the gripper's open fraction, -1 open, +1 closed."""
-        arm = self.arm
-        names = [f"{j}_delta_{unit}" for j, unit in zip(arm.names, arm.units)]
-        scale, offset = [self.cfg.delta_scale] * len(names), [0.0] * len(names)
+        arm actions of ``action_space`` (joint deltas named after the robot's joints, rad or m; or
+        the end-effector deltas, m and rad), then (unless ``gripper_action`` is off) the gripper's
+        open fraction, -1 open, +1 closed."""
+        names, scale = self.arm_actions.names_and_scale()
+        offset = [0.0] * len(names)
         if self.gripper_action:
             names.append(GRIPPER_COMMAND)
             scale.append(-0.5)
@@ -360,11 +341,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self.prev_action[ids] = 0.0
         self.grasped[ids] = False
         self.hold[ids] = 0
-        self.grasp_step[ids] = -1
-        self.max_lift[ids] = 0.0
-        self.drops[ids] = 0
-        self.lifted_grasp[ids] = False
-        self.off_table[ids] = False
+        self._reset_object_metrics(ids)
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         self.qvel[ids] = 0.0
@@ -378,6 +355,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         self._reset_task_state(ids)
         self.prev_ee[ids] = self.ee_pos[ids]
         self.ee_vel[ids] = 0.0
+        self.arm_actions.reset(self, ids)
 
     def _reset_robot(self, ids: np.ndarray) -> None:
         """Robot pose at reset (MobilePick also places its base)."""
@@ -385,12 +363,12 @@ class ArmTaskEnv(BatchedMujocoEnv):
 
     # ------------------------------------------------------------------ step
     def _apply_arm_actions(self, actions: np.ndarray) -> None:
-        arm, nj = self.arm, len(self.arm.names)
-        target = self.joint_target + actions[:, :nj] * self.cfg.delta_scale
-        self.joint_target = np.clip(target, arm.ctrl_lo, arm.ctrl_hi)
-        self.ctrl[:, arm.actuators] = self.joint_target
+        """Arm actions (the first of ``actions``) to joint targets, then the gripper command."""
+        na = self.arm_actions.size
+        self.joint_target = self.arm_actions.targets(self, actions[:, :na])
+        self.ctrl[:, self.arm.actuators] = self.joint_target
         if self.gripper_action:
-            fraction = actions[:, nj] * self.action_scale[-1] + self.action_offset[-1]
+            fraction = actions[:, na] * self.action_scale[-1] + self.action_offset[-1]
         else:
             fraction = np.full(self.num_envs, self.fixed_commands[GRIPPER_COMMAND])
         self.ctrl[:, self.gripper.actuators] = self.gripper.ctrl(fraction)
@@ -408,14 +386,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         near = ee_obj < self.object_half + 0.02
         grasped = grasp_indicator(forces, near, self.cfg.grasp_force) > 0
         lift = obj[:, 2] - self.object_rest_z
-        first = grasped & (self.grasp_step < 0)
-        self.grasp_step[first] = self.episode_step[first]
-        self.max_lift = np.maximum(self.max_lift, lift)
-        lost = self.lifted_grasp & ~grasped & (lift > 0.02)
-        fell = (obj[:, 2] < self.table_z - 0.05) & ~grasped & ~self.off_table & self.uses_object
-        self.drops += lost | fell
-        self.off_table |= fell
-        self.lifted_grasp = grasped & (lift > 0.02)
+        self._track_object(grasped, lift, forces)
         self.grasped = grasped
         return {"ee_obj": ee_obj, "lift": lift, "grasped": grasped.astype(np.float64), "forces": forces}
 
@@ -440,9 +411,7 @@ class ArmTaskEnv(BatchedMujocoEnv):
         return (success & self.cfg.terminate_on_success) | self.off_table
 
     def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        steps = np.where(self.grasp_step[ids] >= 0, self.grasp_step[ids], self.max_episode_steps)
-        return {"time_to_grasp": steps * self.control_dt, "max_lift": np.maximum(self.max_lift[ids], 0.0),
-                "drops": self.drops[ids].astype(np.float64)}
+        return self._object_metrics(ids)
 
     # ------------------------------------------------------------------ observations
     def _task_target_rel(self) -> np.ndarray:

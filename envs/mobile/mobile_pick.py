@@ -10,8 +10,9 @@ episode runs on to its time limit, except that a cube off the table (its centre 
 below the table top while not in the gripper: knocked or dropped to the floor, from where the arm
 cannot pick it up) ends it at once as a failure, counted as a drop.
 
-Actions: left and right wheel velocity (``max_wheel_speed`` rad/s at 1), then the arm's joint
-deltas and gripper command as in the table-top tasks. Observations: the arm terms in the arm-base
+Actions: left and right wheel velocity (``max_wheel_speed`` rad/s at 1), then the arm's actions
+(``env.action_space``: joint deltas, or end-effector deltas in the arm-base frame, which moves with
+the base) and gripper command as in the table-top tasks. Observations: the arm terms in the arm-base
 frame (the ``target`` term is the drop zone relative to the cube), plus the base's forward speed
 and yaw rate and the table's centre in the base frame; ``critic`` adds the base pose and bumper
 force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN section 2 (decrease
@@ -19,10 +20,23 @@ of the distance from the arm mount to the cube, velocity toward it, both until t
 grasped), then the pick terms (reach, grasp, lift gated by the grasp), then carrying (decrease of
 the cube-zone distance and shaped closeness, gated by the grasp), success bonus, action-rate,
 joint-limit and collision penalties.
+
+Episode metrics: the arm tasks' (:mod:`robolearn.envs.arm.base`; the target zone is the drop zone,
+so a cube let go over it is not ``thrown_or_dropped``) and
+
+==============  ==========================================================================
+``collisions``  bumper contacts with anything (the collision term's), counted at their onset
+``bumps``       contacts of the base's chassis with the table or a wall (contact sensors),
+                counted at their onset after at least ``BUMP_CLEAR_STEPS`` clear of them
+==============  ==========================================================================
+
+The video camera (``follow``) keeps its offset from the robot and looks at it from above, from a
+fixed direction in the world (the arena's -x, -y side), so the view does not spin as it turns.
 """
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -40,7 +54,7 @@ from robolearn.envs.rewards import (
     reward_success,
     reward_velocity_toward,
 )
-from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, robot_field
+from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, add_look_at_camera, robot_field
 from robolearn.envs.sampling import rejection_sample
 
 #: the largest base footprint radius the layout makes room for, metres
@@ -50,6 +64,10 @@ TABLE_HALF = 0.25
 # normal), and the farthest start or zone a layout asks for (farther ones rarely fit the arena)
 CLOSEST_START = TABLE_HALF + ROBOT_RADIUS + 0.05
 MAX_LAYOUT_DISTANCE = 3.0
+#: the scene's geoms a bump of the base is counted against: the table and the arena's walls
+BUMP_GEOMS = ("table", "wall_n", "wall_s", "wall_e", "wall_w")
+#: control steps clear of them before a contact counts as a new bump (a bounce while pushing does not)
+BUMP_CLEAR_STEPS = 3
 
 
 def closest_zone(zone_radius: float) -> float:
@@ -113,7 +131,8 @@ class MobilePickEnv(ArmTaskEnv):
 
     config_cls = MobilePickConfig
     scene = ("robolearn.envs.mobile", "mobile_arena.xml")
-    task_metrics = ArmTaskEnv.task_metrics + ("collisions",)
+    task_metrics = ArmTaskEnv.task_metrics + ("collisions", "bumps")
+    video_camera = "follow"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -133,9 +152,27 @@ class MobilePickEnv(ArmTaskEnv):
         self.carry_distance = np.zeros(n)
         self.collisions = np.zeros(n, np.int64)
         self.in_collision = np.zeros(n, bool)
+        self._bump_sensors = np.array([m.sensor_adr[m.sensor(f"bump_{g}").id] for g in BUMP_GEOMS])
+        self.bumps = np.zeros(n, np.int64)
+        self.steps_clear = np.full(n, BUMP_CLEAR_STEPS)  # control steps since the chassis last touched table or wall
 
     def robot_specs(self) -> list[RobotSpec]:
         return [self.cfg.base, self.cfg.robot]
+
+    def _edit_scene(self, spec) -> None:
+        """The video camera follows the base (its subtree's centre of mass) at a fixed world
+        orientation; a contact sensor per table and wall geom finds the chassis touching it (``bumps``)."""
+        chassis = spec.body(self.cfg.base.prefix + self.cfg.base.base.body)
+        add_look_at_camera(chassis, self.video_camera, [-1.4, -1.0, 1.9], [0.3, 0.0, 0.3], fovy=60.0,
+                           mode=mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM)
+        for geom in BUMP_GEOMS:
+            spec.add_sensor(name=f"bump_{geom}", type=mujoco.mjtSensor.mjSENS_CONTACT,
+                            objtype=mujoco.mjtObj.mjOBJ_BODY, objname=chassis.name, reftype=mujoco.mjtObj.mjOBJ_GEOM,
+                            refname=geom, intprm=[1, 0, 1])  # data "found", no reduction, one contact
+
+    def in_target_zone(self) -> np.ndarray:
+        """The cube over the drop zone (within ``zone_radius`` in the floor plane)."""
+        return np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1) < self.cfg.zone_radius
 
     def task_regions(self) -> dict:
         """None: the base drives to the cube and the zone, so no region is fixed in the arm's frame."""
@@ -257,6 +294,8 @@ class MobilePickEnv(ArmTaskEnv):
         self.carry_distance[ids] = np.linalg.norm((self.target[ids] - self.object_pos[ids])[:, :2], axis=-1)
         self.collisions[ids] = 0
         self.in_collision[ids] = False
+        self.bumps[ids] = 0
+        self.steps_clear[ids] = BUMP_CLEAR_STEPS
 
     # ------------------------------------------------------------------ step
     def _nav_distance(self) -> np.ndarray:
@@ -289,12 +328,16 @@ class MobilePickEnv(ArmTaskEnv):
             "collision": collision,
         }
         count_collisions(collision > 0, self.in_collision, self.collisions)
+        bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
+        self.bumps += bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
+        self.steps_clear = np.where(bumping, 0, np.minimum(self.steps_clear + 1, BUMP_CLEAR_STEPS))
         self.nav_distance = nav
         self.carry_distance = carry
         return terms, self._terminated(success)
 
     def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        return {**super()._task_metrics(ids), "collisions": self.collisions[ids].astype(np.float64)}
+        return {**super()._task_metrics(ids), "collisions": self.collisions[ids].astype(np.float64),
+                "bumps": self.bumps[ids].astype(np.float64)}
 
     def _observe(self) -> dict[str, np.ndarray]:
         terms = super()._observe()

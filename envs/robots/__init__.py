@@ -7,7 +7,7 @@ Bundled robots (this folder): ``arm5``, ``diffdrive``, ``diffdrive_large``, ``ko
 ``fetch`` (from the ``gymnasium-robotics`` package: ``pip install -e ".[robots]"``).
 """
 
-from robolearn.envs.robots.compose import compose, robot_mjspec, scene_mjspec
+from robolearn.envs.robots.compose import add_look_at_camera, compose, robot_mjspec, scene_mjspec
 from robolearn.envs.robots.handles import ArmHandles, BaseHandles, GripperHandles
 from robolearn.envs.robots.spec import (
     ArmSpec,
@@ -21,5 +21,5 @@ from robolearn.envs.robots.spec import (
 )
 
 __all__ = ["ArmHandles", "ArmSpec", "BaseHandles", "BaseSpec", "GripperHandles", "GripperSpec", "RobotSpec",
-           "RobotSpecError", "bundled_robots", "compose", "resolve_robot_ref", "robot_field", "robot_mjspec",
-           "scene_mjspec"]
+           "RobotSpecError", "add_look_at_camera", "bundled_robots", "compose", "resolve_robot_ref", "robot_field",
+           "robot_mjspec", "scene_mjspec"]

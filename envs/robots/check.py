@@ -3,8 +3,9 @@
 For a composed task env (any robot spec in any task it fits): the joints with their ranges,
 actuator gains and force limits, the masses, the end effector's reachable workspace (sampled) and
 whether the task's regions lie inside it, a scripted grasp-and-lift of the task's cube, and whether
-full-scale random actions keep the simulation stable at the control rate. :func:`ik` (damped least
-squares on the arm's Jacobian) is what the workspace and the scripted grasp drive the arm with.
+full-scale random actions keep the simulation stable at the control rate. :func:`ik`
+(:mod:`robolearn.envs.robots.ik`: damped least squares on the arm's Jacobian) is what the region
+check and the scripted grasp drive the arm with.
 """
 
 from __future__ import annotations
@@ -16,52 +17,10 @@ import mujoco
 import numpy as np
 
 from robolearn.envs.robots.handles import ArmHandles, joint_unit
+from robolearn.envs.robots.ik import ik
 
 _JOINT_TYPES = {int(mujoco.mjtJoint.mjJNT_HINGE): "hinge", int(mujoco.mjtJoint.mjJNT_SLIDE): "slide",
                 int(mujoco.mjtJoint.mjJNT_BALL): "ball", int(mujoco.mjtJoint.mjJNT_FREE): "free"}
-
-
-def ik(model: mujoco.MjModel, data: mujoco.MjData, arm: ArmHandles, goal: np.ndarray, q0: np.ndarray,
-       point_down: bool = True, iters: int = 60, restarts: int = 0) -> tuple[np.ndarray, float]:
-    """Arm joint positions putting the end effector at world point ``goal`` (with its approach
-    axis, the spec's ``arm.ee_axis``, pointing down when ``point_down``), from ``q0``, and the
-    position error left (metres).
-    Damped least squares on a scratch copy of ``data``; joint limits respected. ``restarts``
-    more starts from seeded random joint positions keep the best solution (local minima)."""
-    best = _ik_from(model, data, arm, goal, q0, point_down, iters)
-    rng = np.random.default_rng(0)
-    for _ in range(restarts):
-        if best[1] < 1e-3:
-            break
-        found = _ik_from(model, data, arm, goal, rng.uniform(arm.ctrl_lo, arm.ctrl_hi), point_down, iters)
-        best = found if found[1] < best[1] else best
-    return best
-
-
-def _ik_from(model, data, arm, goal, q0, point_down, iters):
-    scratch = mujoco.MjData(model)
-    scratch.qpos[:] = data.qpos
-    scratch.mocap_pos[:] = data.mocap_pos
-    scratch.mocap_quat[:] = data.mocap_quat
-    q = np.clip(np.array(q0, float), arm.ctrl_lo, arm.ctrl_hi)
-    jp, jr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
-    rows = 5 if point_down else 3
-    for _ in range(iters):
-        scratch.qpos[arm.qpos] = q
-        mujoco.mj_kinematics(model, scratch)
-        mujoco.mj_comPos(model, scratch)
-        mujoco.mj_jacSite(model, scratch, jp, jr, arm.ee_site)
-        err = goal - scratch.site_xpos[arm.ee_site]
-        jac = jp[:, arm.dof]
-        if point_down:
-            approach = scratch.site_xmat[arm.ee_site].reshape(3, 3) @ arm.ee_axis
-            err = np.concatenate([err, np.cross(approach, [0.0, 0.0, -1.0])[:2]])
-            jac = np.vstack([jac, jr[:2, arm.dof]])
-        step = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(rows), err)
-        q = np.clip(q + np.clip(step, -0.3, 0.3), arm.ctrl_lo, arm.ctrl_hi)
-    scratch.qpos[arm.qpos] = q
-    mujoco.mj_kinematics(model, scratch)
-    return q, float(np.linalg.norm(goal - scratch.site_xpos[arm.ee_site]))
 
 
 @dataclass

@@ -394,6 +394,23 @@ def _attach_all(scene: mujoco.MjSpec, robots: list[RobotSpec], scene_name: str) 
         attached.quat = _quat_yaw(robot.mount.yaw)
 
 
+def add_look_at_camera(body, name: str, pos, target, fovy: float = 45.0,
+                       mode: mujoco.mjtCamLight = mujoco.mjtCamLight.mjCAMLIGHT_FIXED):
+    """Add a camera named ``name`` to ``body`` (an ``MjsBody`` of a spec; the world body for a
+    fixed view) at ``pos`` looking at ``target`` (both in the body's frame as the spec places it),
+    the image's up toward +z; ``fovy`` degrees. With ``mode`` ``mjCAMLIGHT_TRACKCOM`` the camera
+    keeps that offset from the body's subtree centre of mass and its orientation in the world."""
+    pos, target = np.asarray(pos, float), np.asarray(target, float)
+    forward = (target - pos) / np.linalg.norm(target - pos)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    # a camera looks along its -z axis with +y up in the image
+    frame = np.column_stack([right, np.cross(right, forward), -forward])
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, frame.flatten())
+    return body.add_camera(name=name, pos=pos, quat=quat, fovy=fovy, mode=mode)
+
+
 def scene_mjspec(package: str, name: str) -> mujoco.MjSpec:
     from importlib import resources
 

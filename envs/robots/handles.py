@@ -36,6 +36,9 @@ class ArmHandles:
         self.limited = limited
         self.jnt_lo = np.where(limited, model.jnt_range[self.joints, 0], -np.inf)
         self.jnt_hi = np.where(limited, model.jnt_range[self.joints, 1], np.inf)
+        #: the range the tasks keep joint targets in: the actuator's control range within the joint's range
+        self.target_lo = np.maximum(self.ctrl_lo, self.jnt_lo)
+        self.target_hi = np.minimum(self.ctrl_hi, self.jnt_hi)
         self.home = np.clip(np.array(arm.home, float), self.ctrl_lo, self.ctrl_hi)
         self.ee_site = model.site(p + (arm.ee_site if arm.ee_site is not None else f"{arm.ee_body}_ee")).id
         #: the gripper's approach direction in the end-effector site's frame (unit)
