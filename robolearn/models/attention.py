@@ -133,7 +133,8 @@ class TransformerMemory(nn.Module):
             encoder += [_linear(in_dim, out_dim, gain=math.sqrt(2.0)), build_activation(activation, inplace=True)]
         self.encoder = nn.Sequential(*encoder)
         self.embed = _linear(encoder_hidden[-1] if encoder_hidden else input_dim, width, gain=1.0)
-        self.blocks = nn.ModuleList(AttentionBlock(context, width, heads, ffn_hidden, activation) for _ in range(layers))
+        self.blocks = nn.ModuleList(AttentionBlock(context, width, heads, ffn_hidden, activation)
+                                    for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.context, self.layers, self.heads, self.width = context, layers, heads, width
         self.history = context - 1

@@ -7,9 +7,10 @@ registering under a ``policy.class`` name (:func:`register_policy`); no caller c
 
 **State.** Every policy carries a state tensor whose dimension ``-2`` indexes the envs: an LSTM's
 ``[S, layers, N, hidden]``, a transformer's key/value contexts ``[2, rows, N, width]``
-(:mod:`robolearn.models.attention`), and for a feed-forward policy an empty ``[N, 0]``. Collection starts from :meth:`Policy.initial_state`, passes the state
-returned by each :meth:`Policy.act` to the next, and calls :meth:`Policy.reset_state` with the
-step's dones, so an env whose episode ended starts the next one from the initial state.
+(:mod:`robolearn.models.attention`), and for a feed-forward policy an empty ``[N, 0]``.
+Collection starts from :meth:`Policy.initial_state`, passes the state returned by each
+:meth:`Policy.act` to the next, and calls :meth:`Policy.reset_state` with the step's dones, so an
+env whose episode ended starts the next one from the initial state.
 
 **Methods.**
 
