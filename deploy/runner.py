@@ -4,7 +4,7 @@ Imports only numpy and onnxruntime (no torch)::
 
     from robolearn.deploy import PolicyRunner
     runner = PolicyRunner("runs/nav/<stamp>/export")      # or .../policy.onnx
-    runner.reset()                                        # at episode start: zero recurrent state
+    runner.reset()                                        # at episode start: zero recurrent state / context
     command = runner.step(obs)                            # float32 (obs_dim,) -> float32 (action_dim,)
     command = runner.step_terms({"depth": image, "goal": goal, ...})   # or term by term (images (H, W))
 
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from robolearn.deploy.contract import METADATA_KEY, ONNX_FILE, ContractError, loads
+from robolearn.deploy.contract import METADATA_KEY, ONNX_FILE, ContractError, loads, state_shape
 from robolearn.deploy.integrity import check_contract_file, check_graph_hash, metadata
 
 SAFE_ACTIONS = ("zeros", "hold")
@@ -79,7 +79,7 @@ class PolicyRunner:
 
         # buffers bound to the session once: step() copies obs in and reads the outputs in place
         inputs, outputs = self.contract["inputs"], self.contract["outputs"]
-        state_shape = (self.recurrent["layers"], 1, self.recurrent["hidden_size"]) if self.recurrent else None
+        state_shape = _state_shape(self.recurrent, 1)
         self._obs = np.zeros((1, self.obs_dim), np.float32)
         #: term name -> its shape, and a view of the bound observation buffer with that shape
         self.term_shapes = MappingProxyType(_term_shapes(self.contract["obs"]["terms"]))
@@ -109,7 +109,8 @@ class PolicyRunner:
         self.reset()
 
     def reset(self) -> None:
-        """Start an episode: zero the recurrent state; the last command becomes the zero action's."""
+        """Start an episode: zero the recurrent state (a transformer's context: no earlier step); the
+        last command becomes the zero action's."""
         for state in self._state_in:
             state.fill(0.0)
         np.copyto(self._command, self._offset)
@@ -170,8 +171,7 @@ class PolicyRunner:
 
     def _check_graph(self) -> None:
         """The graph's inputs and outputs must be the ones the contract names, with its shapes."""
-        recurrent = self.recurrent
-        state = [recurrent["layers"], None, recurrent["hidden_size"]] if recurrent else None
+        state = _state_shape(self.recurrent, None)
         expected = {"obs": [None, self.obs_dim], "actions": [None, self.action_dim]}
         for name in self.contract["inputs"][1:] + self.contract["outputs"][1:]:
             expected[name] = state
@@ -185,6 +185,12 @@ class PolicyRunner:
                 if arg.type != "tensor(float)" or shape != expected[arg.name]:
                     raise ContractError(f"{self.path}: graph {kind[:-1]} {arg.name!r} is {arg.type} {arg.shape}, "
                                         f"the contract implies float32 {expected[arg.name]} (None = batch)")
+
+
+def _state_shape(recurrent: dict[str, Any] | None, batch: int | None) -> list[int | None] | None:
+    """Each state input's shape (``[layers, batch, hidden]``, a transformer's ``[rows, batch, width]``;
+    None: the dynamic batch axis), or None for a feed-forward policy."""
+    return list(state_shape(recurrent, batch)) if recurrent else None
 
 
 def _resolve(path: Path) -> Path:
