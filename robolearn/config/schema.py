@@ -202,7 +202,7 @@ class TransformerPolicyConfig(PolicyConfig):
     layers: int = Field(2, gt=0, description="transformer blocks")
     heads: int = Field(4, gt=0, description="attention heads per block (width / heads values each)")
     width: int = Field(64, gt=0, description="token width")
-    ffn_hidden: int = Field(256, gt=0, description="hidden width of each block's MLP")
+    ffn_hidden: int = Field(128, gt=0, description="hidden width of each block's MLP")
     encoder_hidden: list[int] = Field(default_factory=list, description="MLP layers before the token projection")
 
     @model_validator(mode="after")

@@ -7,11 +7,10 @@ each ``x ← x + Attn(LN(x)); x ← x + FFN(LN(x))``, then a final LayerNorm. In
 step t attends to the keys and values block ℓ computed for the steps s of the same episode with
 age a = t − s < K (K = ``context``, the current step included)::
 
-    e_ts = q_t · (k_s + p_a) / √d_h        softmax over s          y_t = Σ_s α_ts v_s
+    e_ts = q_t · k_s / √d_h + b_a        softmax over s          y_t = Σ_s α_ts v_s
 
-per head (d_h = width / heads), where p_a is a learned key offset per age (relative position
-representations, Shaw et al. 2018), so a window that shifts by one step means the same thing at
-every step. Block ℓ's keys and values of step s were computed once, at step s, from what block ℓ − 1
+per head (d_h = width / heads), where b_a is a learned bias per head and age (a relative position
+bias, as in T5), so a window that shifts by one step means the same thing at every step. Block ℓ's keys and values of step s were computed once, at step s, from what block ℓ − 1
 gave that step: acting costs one new token per step, and the effective horizon of L blocks is
 L·(K − 1) + 1 steps.
 
@@ -66,8 +65,8 @@ class AttentionBlock(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.qkv = _linear(width, 3 * width, gain=1.0)
         self.out = _linear(width, width, gain=1.0)
-        #: p_a, a = 0 .. K − 1: the key offset of a step a steps older than the query (zero: no preference)
-        self.age_keys = nn.Parameter(torch.zeros(context, width))
+        #: b_a per head, a = 0 .. K − 1: the score bias of a key a steps older than the query (zero: no preference)
+        self.age_bias = nn.Parameter(torch.zeros(heads, context))
         self.norm2 = nn.LayerNorm(width)
         self.ffn = nn.Sequential(_linear(width, ffn_hidden, gain=math.sqrt(2.0)), build_activation(activation),
                                  _linear(ffn_hidden, width, gain=1.0))
@@ -75,11 +74,6 @@ class AttentionBlock(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., W]`` -> ``[..., H, d_h]`` (a view)."""
         return x.unflatten(-1, (self.heads, self.head_dim))
-
-    def _by_age(self, q: torch.Tensor) -> torch.Tensor:
-        """q · p_a for every age a: queries ``[B, H, T, d]`` -> ``[B, H, T, K]``. In slot order
-        (slot j is K − 1 − j steps old) it is this reversed."""
-        return torch.einsum("bhtd,ahd->bhta", q, self._heads(self.age_keys))
 
     def step(self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor,
              invalid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,9 +85,8 @@ class AttentionBlock(nn.Module):
         q = self._heads(q * self.scale)  # [B, H, d]
         past = torch.einsum("bhd,jbhd->bhj", q, self._heads(past_keys))  # [B, H, K − 1]
         current = torch.einsum("bhd,bhd->bh", q, self._heads(k)).unsqueeze(-1)  # [B, H, 1]
-        # slot j of the window is K − 1 − j steps old: the offsets in slot order are p reversed
-        position = self._by_age(q.unsqueeze(2)).squeeze(2).flip(-1)  # [B, H, K]
-        scores = (torch.cat([past, current], dim=-1) + position).masked_fill(invalid, float("-inf"))
+        # slot j of the window is K − 1 − j steps old: the biases in slot order are b reversed
+        scores = (torch.cat([past, current], dim=-1) + self.age_bias.flip(-1)).masked_fill(invalid, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         attended = (torch.einsum("bhj,jbhd->bhd", weights[..., :-1], self._heads(past_values))
                     + weights[..., -1:] * self._heads(v))
@@ -110,7 +103,7 @@ class AttentionBlock(nn.Module):
         q = self._heads(q * self.scale).permute(1, 2, 0, 3)  # [n, H, T, d]
         keys = self._heads(torch.cat([past_keys, k])).permute(1, 2, 3, 0)  # [n, H, d, S]
         values = self._heads(torch.cat([past_values, v])).permute(1, 2, 0, 3)  # [n, H, S, d]
-        position = self._by_age(q).gather(-1, age.expand(envs, self.heads, *age.shape))  # q_t · p_(t − s)
+        position = self.age_bias[:, age]  # [H, T, S]: b_(t − s)
         scores = (torch.matmul(q, keys) + position).masked_fill(~mask, float("-inf"))  # [n, H, T, S]
         attended = torch.matmul(torch.softmax(scores, dim=-1), values)  # [n, H, T, d]
         x = x + self.out(attended.permute(2, 0, 1, 3).reshape(steps, envs, self.width))
