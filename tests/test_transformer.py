@@ -31,9 +31,20 @@ BUDGET = {"trainer": {"max_iterations": 1}}
 TASK = "robolearn/Nav-v0"
 
 
+def with_position_bias(model, seed=0):
+    """Give every block's per-age score bias values, as after training (it starts at zero), so a
+    wrongly ordered window shows."""
+    generator = torch.Generator().manual_seed(seed)
+    for memory in (model.actor_memory, model.critic_memory):
+        for block in memory.blocks:
+            block.age_bias.data.copy_(torch.randn(block.age_bias.shape, generator=generator))
+    return model
+
+
 def make_model(seed=0, critic_obs="critic", **keys):
     torch.manual_seed(seed)
-    return make_policy(OBS_DIMS, ACTION_DIM, "transformer", critic_obs=critic_obs, **{**SMALL, **keys})
+    model = make_policy(OBS_DIMS, ACTION_DIM, "transformer", critic_obs=critic_obs, **{**SMALL, **keys})
+    return with_position_bias(model, seed)
 
 
 def random_obs(num_steps, num_envs, generator):
@@ -154,9 +165,8 @@ def test_garbage_in_masked_context_slots_leaves_loss_and_gradients_unchanged():
 
     def with_garbage(slots):
         start = state.clone()
-        for block in range(2 * layers):  # every block's keys and values
-            rows = start[:, block * history:(block + 1) * history]  # [2, K - 1, N, W]
-            rows[:, slots] = 1e3
+        entries = start[:, :-1].unflatten(1, (history, 2 * layers))  # [2, K - 1, 2L, N, W]: a view
+        entries.masked_fill_(slots[None, :, None, :, None], 1e3)  # every block's keys and values there
         start[:, -1, :, 1:] = 1e3  # the counter row's unused columns
         return start
 
@@ -175,7 +185,7 @@ def test_images_go_through_the_cnn_and_sequences_still_equal_stepping():
     dims = {"policy": 3 + 12 * 16, "critic": 4}
     shapes = {"policy": {"goal": (3,), "depth": (12, 16)}, "critic": {"state": (4,)}}
     cnn = {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8}
-    model = make_policy(dims, 2, "transformer", shapes, critic_obs="critic", encoder=cnn, **SMALL)
+    model = with_position_bias(make_policy(dims, 2, "transformer", shapes, critic_obs="critic", encoder=cnn, **SMALL))
     assert list(model.obs_encoders) == ["actor"]
     generator = torch.Generator().manual_seed(0)
     obs = {group: torch.rand(6, 3, dim, generator=generator) for group, dim in dims.items()}
@@ -222,6 +232,7 @@ def exported(env, tmp_path_factory):
     model = make_policy({"policy": 23, "critic": 23}, 2, "transformer", context=16, width=64, heads=4,
                         ffn_hidden=64, actor_hidden=[32], critic_hidden=[32])
     set_statistics(model.obs_normalizers["policy"], 0)
+    with_position_bias(model)
     out = tmp_path_factory.mktemp("transformer")
     return model, out, export_policy(model, env, out, task=TASK).contract
 
@@ -308,6 +319,7 @@ def test_a_depth_transformer_exports_with_its_cnn(tmp_path):
             model = make_policy(dims, 2, "transformer", shapes, critic_obs="critic", context=6, width=16, heads=2,
                                 ffn_hidden=32, actor_hidden=[16], critic_hidden=[16])
             set_statistics(model.obs_normalizers["policy"], 0)
+            with_position_bias(model)
             contract = export_policy(model, env, tmp_path, task=image_env.TASK, formats=["onnx"]).contract
         finally:
             env.close()

@@ -10,18 +10,19 @@ age a = t − s < K (K = ``context``, the current step included)::
     e_ts = q_t · k_s / √d_h + b_a        softmax over s          y_t = Σ_s α_ts v_s
 
 per head (d_h = width / heads), where b_a is a learned bias per head and age (a relative position
-bias, as in T5), so a window that shifts by one step means the same thing at every step. Block ℓ's keys and values of step s were computed once, at step s, from what block ℓ − 1
-gave that step: acting costs one new token per step, and the effective horizon of L blocks is
-L·(K − 1) + 1 steps.
+bias, as in T5), so a window that shifts by one step means the same thing at every step. Block
+ℓ's keys and values of step s were computed once, at step s, from what block ℓ − 1 gave that
+step: acting costs one new token per step, and the effective horizon of L blocks is L·(K − 1) + 1
+steps.
 
 **The context** (the state of one reader) is ``[R, N, W]`` with R = 2·L·(K − 1) + 1 rows of
-``width`` values per env: for block ℓ = 0 .. L − 1, rows ``2ℓ(K − 1) ..`` hold its keys of the K − 1
-previous steps (oldest first), the next K − 1 rows its values; the last row holds, in column 0, n:
-how many of those steps belong to the env's current episode (the latest n slots are valid). Each
-step drops every block's oldest key and value, appends the new ones and counts n ← min(n + 1, K − 1).
-An all-zero context (an episode start, ``Policy.reset_state``) has n = 0: attention covers the
-current episode's steps only. Rows outside the valid slots are never read (their weight is exactly
-0); they must be finite. Each block's keys and values are contiguous, so a step reads them in place.
+``width`` values per env: the K − 1 previous steps, oldest first, each an entry of 2L rows (block
+0's key and value, block 1's, ...), then a row whose column 0 holds n: how many of those steps
+belong to the env's current episode (the latest n are valid). Each step drops the oldest entry,
+appends the new one and counts n ← min(n + 1, K − 1). An all-zero context (an episode start,
+``Policy.reset_state``) has n = 0: attention covers the current episode's steps only. Rows of
+invalid steps are never read (their weight is exactly 0); they must be finite. A block's keys (or
+values) are every 2L-th row, a strided view that a step reads in place.
 
 **Training** (:meth:`TransformerMemory.sequence`) runs a stored rollout ``[T, n]`` in one call from
 the context each env had when it started: the queries of the T steps attend over the K − 1 + T
@@ -135,21 +136,24 @@ class TransformerMemory(nn.Module):
         self.rows = 2 * layers * self.history + 1
         # the counter row's step: n ← min(n + 1, K − 1) in column 0, the other columns unchanged
         self.register_buffer("count_step", F.one_hot(torch.tensor(0), width).float(), persistent=False)
+        # window slot j (0 .. K − 2: a previous step) is valid when j + n >= K − 1; the current step always
+        self.register_buffer("window_slots", torch.cat([torch.arange(float(self.history)), torch.tensor([math.inf])]),
+                             persistent=False)
 
     def tokens(self, features: torch.Tensor) -> torch.Tensor:
         """A reader's features ``[..., D]`` -> tokens ``[..., width]``."""
         return self.embed(self.encoder(features))
 
     def _past(self, context: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block ``layer``'s keys and values in a context ``[R, B, W]``, each ``[K − 1, B, W]`` (views)."""
-        start = 2 * layer * self.history
-        return context[start:start + self.history], context[start + self.history:start + 2 * self.history]
+        """Block ``layer``'s keys and values in a context ``[R, B, W]``, each ``[K − 1, B, W]``
+        (strided views: every 2L-th row)."""
+        entry, end = 2 * self.layers, self.rows - 1
+        return context[2 * layer:end:entry], context[2 * layer + 1:end:entry]
 
-    def _valid_history(self, context: torch.Tensor) -> torch.Tensor:
-        """``[K − 1, B]``: which previous-step slots belong to the current episode (the latest n)."""
-        count = context[-1, :, 0]  # [B]
-        slot = torch.arange(self.history, device=context.device, dtype=context.dtype)
-        return slot.unsqueeze(1) + count >= self.history
+    def _valid(self, context: torch.Tensor) -> torch.Tensor:
+        """``[B, K]``: which window slots (the previous steps, oldest first, then the current one)
+        belong to the current episode."""
+        return self.window_slots + context[-1, :, :1] >= self.history
 
     def step(self, features: torch.Tensor, context: torch.Tensor, out: torch.Tensor | None = None,
              advance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -157,16 +161,16 @@ class TransformerMemory(nn.Module):
         the next context (written into ``out`` when given: one copy of the context, no
         concatenation; None with ``advance=False``, for a value that does not advance the state)."""
         x = self.tokens(features)
-        earlier = ~self._valid_history(context)  # [K − 1, B]
-        invalid = torch.cat([earlier, torch.zeros_like(earlier[:1])]).T.unsqueeze(1)  # [B, 1, K]: not the current step
-        rows = []
+        invalid = ~self._valid(context).unsqueeze(1)  # [B, 1, K]
+        entry = []
         for layer, block in enumerate(self.blocks):
-            past_keys, past_values = self._past(context, layer)
-            x, k, v = block.step(x, past_keys, past_values, invalid)
-            rows += [past_keys[1:], k.unsqueeze(0), past_values[1:], v.unsqueeze(0)]
+            x, k, v = block.step(x, *self._past(context, layer), invalid)
+            entry += [k, v]
         if not advance:
             return self.norm(x), None
-        rows.append(torch.clamp(context[-1:] + self.count_step, max=float(self.history)))
+        count = torch.clamp(context[-1:] + self.count_step, max=float(self.history))
+        entry = torch.cat(entry, dim=-1).unflatten(-1, (2 * self.layers, self.width)).transpose(0, 1)  # [2L, B, W]
+        rows = [context[2 * self.layers:-1], entry, count]  # drop the oldest entry, append the new
         if out is None:
             return self.norm(x), torch.cat(rows)
         start = 0
@@ -183,7 +187,7 @@ class TransformerMemory(nn.Module):
         ends = dones.bool().long()
         episode = ends.cumsum(0) - ends  # [T, n]: episode ends before step t
         key_episode = torch.cat([torch.zeros_like(episode[:1]).expand(history, -1), episode])  # [S, n]
-        key_valid = torch.cat([self._valid_history(context), torch.ones_like(episode, dtype=torch.bool)])  # [S, n]
+        key_valid = torch.cat([self._valid(context)[:, :-1].T, torch.ones_like(episode, dtype=torch.bool)])  # [S, n]
         position = torch.arange(history + steps, device=dones.device)
         age = position[history:, None] - position[None, :]  # [T, S]: query t sits at position K − 1 + t
         window = (age >= 0) & (age < self.context)
