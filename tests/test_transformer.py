@@ -350,7 +350,8 @@ def test_seeded_short_run_learns_to_remember_the_cue():
     assert last > first + 0.5 and last > -0.6, (first, last)
 
 
-def test_trainer_trains_and_resumes_a_transformer_on_navpo(tmp_path):
+def test_trainer_trains_resumes_and_exports_a_transformer_on_navpo(tmp_path):
+    from robolearn.deploy.export import export_checkpoint
     from robolearn.trainer import Trainer
 
     overrides = ["policy.context=6", "policy.width=16", "policy.heads=2", "policy.ffn_hidden=32",
@@ -362,3 +363,6 @@ def test_trainer_trains_and_resumes_a_transformer_on_navpo(tmp_path):
     assert trainer.policy_state.shape == (2, 2 * 2 * 5 + 1, 8, 16)  # actor and critic contexts
     resumed = Trainer.from_checkpoint(path)
     torch.testing.assert_close(resumed.policy_state, trainer.policy_state, atol=0, rtol=0)  # carried on
+    export = export_checkpoint(path, formats=["onnx"])  # parity on the checkpoint's own task, NavPO-v0
+    assert export.contract["task"] == "robolearn/NavPO-v0" and export.contract["recurrent"]["rows"] == 21
+    assert PolicyRunner(export.out_dir).step(np.zeros(export.contract["obs"]["dim"], np.float32)).shape == (2,)
