@@ -36,7 +36,6 @@ class TransformerActorCritic(Policy):
     t; V_φ on its own transformer over the critic group."""
 
     sequence_training = True
-    cell = "transformer"
 
     def __init__(
         self,
@@ -66,16 +65,15 @@ class TransformerActorCritic(Policy):
         self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs, self.obs_terms)
         self.obs_encoders = build_obs_encoders(self.obs_terms, self.readers, encoder, activation)
         widths = feature_dims(self.obs_terms, self.readers, self.obs_encoders)
-        shape = dict(encoder_hidden=encoder_hidden, context=context, layers=layers, heads=heads, width=width,
+        sizes = dict(encoder_hidden=encoder_hidden, context=context, layers=layers, heads=heads, width=width,
                      ffn_hidden=ffn_hidden, activation=activation)
-        self.actor_memory = TransformerMemory(widths["actor"], **shape)
-        self.critic_memory = TransformerMemory(widths["critic"], **shape)
+        self.actor_memory = TransformerMemory(widths["actor"], **sizes)
+        self.critic_memory = TransformerMemory(widths["critic"], **sizes)
         self.actor = build_mlp(width, actor_hidden, action_dim, activation, output_gain=0.01)
         self.critic = build_mlp(width, critic_hidden, 1, activation, output_gain=1.0)
         self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
-        memory = self.actor_memory
         #: ``(2, R, W)``: the state of N envs is ``[2, R, N, W]``, the actor's context then the critic's
-        self.state_shape = (2, memory.rows, memory.width)
+        self.state_shape = (2, self.actor_memory.rows, width)
 
     # ------------------------------------------------------------------ state
     def initial_state(self, num_envs: int) -> torch.Tensor:
