@@ -196,7 +196,8 @@ class TransformerPolicyConfig(PolicyConfig):
     (``encoder_hidden`` layers, then a linear map to ``width``), runs a causal transformer over the
     episode's last ``context`` steps (``layers`` blocks of ``heads``-head attention and a
     ``ffn_hidden`` MLP), then its ``actor_hidden`` / ``critic_hidden`` head. No dropout. The
-    defaults keep the exported actor within p99 <= 200 µs at batch 1 on one thread."""
+    default size is the one the latency goal of the exported actor is set for (p99 <= 200 µs at
+    batch 1 on one thread, ``bench/deploy_latency.py``)."""
 
     context: int = Field(32, ge=2, description="K: steps each attention layer sees, the current one included")
     layers: int = Field(2, gt=0, description="transformer blocks")
