@@ -1,9 +1,11 @@
 """Latency of exported policies at batch 1 on one thread: PolicyRunner.step vs the raw ONNX Runtime call.
 
-Exports (through the parity gate) a freshly initialised MLP [256, 256] actor-critic and an LSTM
-actor-critic with 128 hidden units (default head), both for robolearn/Nav-v0, then times each the
-way ``robolearn deploy-bench EXPORT_DIR`` does. Goals (DESIGN section 6): PolicyRunner.step
-p99 <= 50 µs (MLP) and <= 100 µs (LSTM).
+Exports (through the parity gate) a freshly initialised MLP [256, 256] actor-critic, an LSTM
+actor-critic with 128 hidden units and a transformer of the default size (context 32, 2 blocks, 4
+heads, width 64, its context carried as ``ctx_in``/``ctx_out``), the two with memory with the
+[128] head of the NavPO configs, all for robolearn/Nav-v0, then times each the way
+``robolearn deploy-bench EXPORT_DIR`` does. Goals: PolicyRunner.step p99 <= 50 µs (MLP),
+<= 100 µs (LSTM, DESIGN section 6) and <= 200 µs (transformer).
 
     python bench/deploy_latency.py [--calls 20000]
 
@@ -22,10 +24,10 @@ from robolearn.deploy.export import export_policy
 from robolearn.deploy.latency import measure_latency
 from robolearn.envs import make_env
 from robolearn.envs.diffdrive import NavConfig
-from robolearn.config import PolicyConfig, RecurrentPolicyConfig
+from robolearn.config import PolicyConfig, RecurrentPolicyConfig, TransformerPolicyConfig
 from robolearn.models import build_policy
 
-GOALS_P99_US = {"MLP 256x256": 50.0, "LSTM 128": 100.0}
+GOALS_P99_US = {"MLP 256x256": 50.0, "LSTM 128": 100.0, "Transformer": 200.0}
 
 
 def main() -> None:
@@ -38,7 +40,8 @@ def main() -> None:
     torch.manual_seed(0)
     configs = {"MLP 256x256": PolicyConfig(actor_hidden=[256, 256]),
                "LSTM 128": RecurrentPolicyConfig.model_validate({"class": "lstm", "rnn_hidden": 128,
-                                                                 "actor_hidden": [128]})}
+                                                                 "actor_hidden": [128]}),
+               "Transformer": TransformerPolicyConfig.model_validate({"class": "transformer", "actor_hidden": [128]})}
     models = {name: build_policy(config, obs_dims, 2) for name, config in configs.items()}
     print(f"batch 1, 1 thread, {args.calls} calls each; µs")
     print(f"{'policy':14s}{'path':20s}{'p50':>8s}{'p99':>8s}{'max':>9s}  parity (max abs diff)")

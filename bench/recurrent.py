@@ -1,20 +1,27 @@
-"""Recurrent policies: LSTM vs MLP on robolearn/NavPO-v0, and LSTM PPO throughput against peers.
+"""Policies with memory: transformer vs LSTM vs MLP on robolearn/NavPO-v0, their learners, and LSTM
+PPO throughput against peers.
 
-Three measurements, each pair taken in the same run:
+Four measurements, each pair taken in the same run:
 
-1. **Memory matters.** ``configs/nav_po_lstm.yaml`` and ``configs/nav_po_mlp.yaml`` (the same
-   experiment, asymmetric critic, with an LSTM or an MLP actor) trained for the same wall-clock
-   budget, then evaluated the same way: deterministic actions, held-out layouts, ``--episodes``
-   complete episodes (the LSTM through ``actor_step``, its export path, carrying its state).
+1. **Memory matters.** ``configs/nav_po_transformer.yaml``, ``configs/nav_po_lstm.yaml`` and
+   ``configs/nav_po_mlp.yaml`` (the same experiment, asymmetric critic, with a transformer, an
+   LSTM or an MLP actor) trained for the same wall-clock budget, then evaluated the same way:
+   deterministic actions, held-out layouts, ``--episodes`` complete episodes (a policy with memory
+   through its ``act_inference``, the export path, carrying its state or context).
 2. **End to end on NavPO.** Env steps/s of our LSTM PPO run (1.) vs sb3-contrib's
    ``RecurrentPPO("MlpLstmPolicy")`` on the single-env gymnasium view in its usual
    ``make_vec_env(..., n_envs=8)`` setup, default hyper-parameters, for ``--sb3-seconds``.
 3. **Learner alone.** Our LSTM PPO vs rsl_rl 5.5.1's (``RNNModel``) on the zero-cost env of
    ``bench/learner_vs_rsl_rl.py``: the same network (LSTM 256 then [256, 256, 256] ELU, actor and
    critic each), 24 steps x N, 5 epochs x 4 minibatches, adaptive lr; rounds alternate.
+4. **Transformer vs LSTM learner.** The policy and algorithm sections of
+   ``nav_po_transformer.yaml`` and ``nav_po_lstm.yaml`` on the same zero-cost env (24 steps x N):
+   rollout collection (one new token per step vs one LSTM step) plus the update (whole rollouts
+   in one masked attention call vs the cell over padded segments); rounds alternate.
 
     pip install -e ".[bench]"      # stable-baselines3, sb3-contrib, rsl-rl-lib 5.5.1
     python bench/recurrent.py [--seconds 300] [--sb3-seconds 60] [--episodes 200] [--num-envs 256]
+    python bench/recurrent.py --skip sb3 learner     # without the peers: 1. and 4. only
 
 Run it alone: on 2 cores a figure taken beside another job is void.
 """
@@ -47,9 +54,10 @@ from robolearn.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SEED = 12345
 RNN_HIDDEN = 256
+NAVPO_POLICIES = ("transformer", "lstm", "mlp")
 
 
-# --- 1. LSTM vs MLP on NavPO ----------------------------------------------------------------------
+# --- 1. transformer vs LSTM vs MLP on NavPO -------------------------------------------------------
 
 def train(config_name: str, seconds: float, run_dir: Path):
     config = load_config(ROOT / "configs" / config_name,
@@ -60,8 +68,8 @@ def train(config_name: str, seconds: float, run_dir: Path):
 
 
 def success_rate(model, config, episodes: int, num_envs: int = 50) -> float:
-    """Deterministic actions on held-out layouts (``robolearn eval``'s episode accounting; a
-    recurrent actor runs its memory with the state reset at every episode start)."""
+    """Deterministic actions on held-out layouts (``robolearn eval``'s episode accounting; an
+    actor with memory runs it with the state reset at every episode start)."""
     env = make_env(config.env.model_copy(update={"num_envs": num_envs}), seed=EVAL_SEED)
     return run_episodes(model, env, episodes)["success_rate"]
 
@@ -130,6 +138,41 @@ def learner_rates(num_envs: int, iterations: int, warmup: int, rounds: int) -> t
     return statistics.median(rates["robolearn"]), statistics.median(rates["rsl_rl"])
 
 
+# --- 4. learner alone: transformer vs LSTM, the NavPO configs' networks --------------------------
+
+class ConfigLearner:
+    """robolearn's collection, storage and PPO with the policy and algorithm sections of an
+    experiment config, on the zero-cost env (24 steps x N)."""
+
+    def __init__(self, config_name: str, num_envs: int) -> None:
+        config = load_config(ROOT / "configs" / config_name)
+        self.env = ZeroCostEnv(num_envs)
+        self.model = build_policy(config.policy, OBS_DIMS, ACTION_DIM)
+        self.ppo = PPO(self.model, **config.algorithm.algorithm_kwargs())
+        state_shape = self.model.initial_state(num_envs).shape
+        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM, state_shape)
+        self.obs, self.state = self.env.reset(), self.model.initial_state(num_envs)
+
+    def learn(self, iterations: int) -> None:
+        for _ in range(iterations):
+            self.obs, self.state, _ = collect_rollout(self.model, self.env, self.storage, self.obs, self.state)
+            self.ppo.update(self.storage)
+
+
+def memory_learner_rates(num_envs: int, iterations: int, warmup: int, rounds: int) -> dict[str, float]:
+    """Median steps/s of the transformer and LSTM learners, rounds alternating."""
+    learners = {name: ConfigLearner(f"nav_po_{name}.yaml", num_envs) for name in ("transformer", "lstm")}
+    for learner in learners.values():
+        learner.learn(warmup)
+    rates: dict[str, list[float]] = {name: [] for name in learners}
+    for _ in range(rounds):
+        for name, learner in learners.items():
+            rates[name].append(steps_per_second(learner, num_envs, iterations))
+    print(f"N={num_envs}: " + ", ".join(f"{name} {[round(r) for r in rates[name]]}" for name in rates)
+          + " steps/s", flush=True)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -142,7 +185,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, same for all")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["navpo", "sb3", "learner"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["navpo", "sb3", "learner", "memory-learner"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -157,18 +200,32 @@ def main() -> None:
         for num_envs, ours, theirs in learner_rows:
             print(f"{num_envs:>6} | {ours:>17,.0f} | {theirs:>14,.0f} | {ours / theirs:>10.2f}x", flush=True)
 
+    if "memory-learner" not in args.skip:
+        torch.manual_seed(0)
+        rows = [(n, memory_learner_rates(n, args.iterations, args.warmup, args.rounds)) for n in args.num_envs]
+        print(f"\nTransformer vs LSTM PPO learner, zero-cost env, {NUM_STEPS} steps x N, the policy and algorithm "
+              f"sections of nav_po_transformer.yaml / nav_po_lstm.yaml, torch {torch.__version__}, {args.threads} "
+              f"threads, median of {args.rounds} x {args.iterations} iterations")
+        print(f"{'N':>6} | {'transformer steps/s':>19} | {'LSTM steps/s':>12} | transformer/LSTM")
+        print(f"{'-' * 6}-+-{'-' * 19}-+-{'-' * 12}-+-----------------")
+        for num_envs, rates in rows:
+            print(f"{num_envs:>6} | {rates['transformer']:>19,.0f} | {rates['lstm']:>12,.0f} | "
+                  f"{rates['transformer'] / rates['lstm']:>15.2f}x", flush=True)
+
     if "navpo" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
             results = {}
-            for name in ("lstm", "mlp"):
+            for name in NAVPO_POLICIES:
                 print(f"\ntraining nav_po_{name}.yaml for {args.seconds:.0f} s", flush=True)
                 model, config, rate = train(f"nav_po_{name}.yaml", args.seconds, Path(tmp) / name)
                 results[name] = (rate, success_rate(model, config, args.episodes))
         print(f"\nNavPO-v0, {args.seconds:.0f} s training each, {args.episodes} deterministic evaluation episodes")
-        print(f"{'policy':>8} | {'train steps/s':>13} | success")
-        print(f"{'-' * 8}-+-{'-' * 13}-+--------")
+        print(f"{'policy':>11} | {'train steps/s':>13} | success")
+        print(f"{'-' * 11}-+-{'-' * 13}-+--------")
         for name, (rate, success) in results.items():
-            print(f"{name:>8} | {rate:>13,.0f} | {success:>6.1%}")
+            print(f"{name:>11} | {rate:>13,.0f} | {success:>6.1%}")
+        print(f"transformer - LSTM: {100 * (results['transformer'][1] - results['lstm'][1]):+.1f} success points "
+              "(goal: >= -5)")
         print(f"LSTM - MLP: {100 * (results['lstm'][1] - results['mlp'][1]):+.1f} success points", flush=True)
 
         if "sb3" not in args.skip:

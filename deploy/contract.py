@@ -20,8 +20,11 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
                       "obs_latency_steps": [0, 0], "obs_latency_s": [0.0, 0.0],
                       "randomization": {"motor_gain": {"target": "actuator_gain", "range": [0.6, 1.8]}, ...}} | null,
      "recurrent": null | {"cell": "lstm", "layers": 1, "hidden_size": 128,
-                          "state_shape": ["layers", "batch", "hidden_size"]},
-     "inputs": ["obs"(, "h_in"(, "c_in"))], "outputs": ["actions"(, "h_out"(, "c_out"))],
+                          "state_shape": ["layers", "batch", "hidden_size"]}
+                       | {"cell": "transformer", "context": 32, "layers": 2, "heads": 4, "width": 64,
+                          "rows": 125, "state_shape": ["rows", "batch", "width"]},
+     "inputs": ["obs"(, "h_in"(, "c_in") | , "ctx_in")],
+     "outputs": ["actions"(, "h_out"(, "c_out") | , "ctx_out")],
      "exporter": {"torch": ..., "onnx": ..., "onnxscript": ..., "onnxruntime": ..., "opset": 18},
      "parity": {"steps": 100, "envs": 4, "tolerance": 1e-05, "max_abs_diff": {"onnxruntime": ..., ...}},
      "sha256": {"onnx_graph": ..., "policy.pt": ...},
@@ -53,6 +56,14 @@ write it) says what the commands move: ``joint_delta`` (joint-target changes) or
 (end-effector displacements, and yaw, in the frame of the body ``frame`` names, the arm's base:
 the robot turns them into joint targets with its own IK).
 
+A policy with memory takes its state as inputs and returns the next state as outputs of the same
+shape (``state_shape``: the names of ``recurrent``'s sizes, ``batch`` the batch axis), e.g. ``obs,
+h_in, c_in -> actions, h_out, c_out`` for an LSTM; the caller feeds each output back as the next
+step's input and zeroes the state at an episode start. A transformer's state is its context
+``ctx`` ``[rows, batch, width]`` (rows = 2 · layers · (context − 1) + 1: each block's keys, then
+values, of the previous context − 1 steps and a counter of the valid ones, see
+:mod:`robolearn.models.attention`); zeros mean "no earlier step of this episode".
+
 ``sha256.onnx_graph`` is the sha256 of the ONNX ``graph`` field's bytes as stored in
 ``policy.onnx`` (weights included; the metadata that carries this contract is outside it), see
 :mod:`robolearn.deploy.integrity`; ``PolicyRunner`` checks it at load. ``sha256["policy.pt"]``
@@ -78,10 +89,14 @@ FORMAT_PREFIX = "robolearn.policy/"
 ONNX_FILE = "policy.onnx"
 CONTRACT_FILE = "policy.json"
 METADATA_KEY = "robolearn.contract"
-STATE_NAMES = {"lstm": ("h", "c"), "gru": ("h",)}
+STATE_NAMES = {"lstm": ("h", "c"), "gru": ("h",), "transformer": ("ctx",)}
+#: the sizes each cell's ``recurrent`` section gives (positive integers)
+STATE_KEYS = {"lstm": ("layers", "hidden_size"), "gru": ("layers", "hidden_size"),
+              "transformer": ("context", "layers", "heads", "width", "rows")}
 STATE_SHAPE = ["layers", "batch", "hidden_size"]
 #: what ``action.space.name`` may say: the arm's joint-target deltas, or end-effector deltas in ``action.space.frame``
 ACTION_SPACES = ("joint_delta", "ee_delta")
+CONTEXT_SHAPE = ["rows", "batch", "width"]
 
 
 class ContractError(ValueError):
@@ -92,6 +107,16 @@ def io_names(recurrent: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     """Graph input and output names: ``obs[, h_in[, c_in]]`` and ``actions[, h_out[, c_out]]``."""
     states = STATE_NAMES[recurrent["cell"]] if recurrent else ()
     return ["obs", *(f"{s}_in" for s in states)], ["actions", *(f"{s}_out" for s in states)]
+
+
+def state_shape_names(recurrent: dict[str, Any]) -> list[str]:
+    """The contract's ``recurrent.state_shape`` for this cell: each state tensor's axes, named."""
+    return CONTEXT_SHAPE if recurrent["cell"] == "transformer" else STATE_SHAPE
+
+
+def state_shape(recurrent: dict[str, Any], batch: int | None) -> tuple[int | None, ...]:
+    """The shape of each state input and output at this batch size (None: the dynamic batch axis)."""
+    return tuple(batch if name == "batch" else recurrent[name] for name in state_shape_names(recurrent))
 
 
 def dumps(contract: dict[str, Any]) -> str:
@@ -221,12 +246,20 @@ def _check_action(check: _Checker, action: dict) -> None:
 
 def _check_recurrent(check: _Checker, recurrent: Any) -> None:
     check.that(isinstance(recurrent, dict), "recurrent", f"expected null or an object, got {recurrent!r}")
-    check.that(recurrent.get("cell") in STATE_NAMES, "recurrent.cell",
-               f"expected one of {sorted(STATE_NAMES)}, got {recurrent.get('cell')!r}")
-    check.positive_int(recurrent, "recurrent.layers")
-    check.positive_int(recurrent, "recurrent.hidden_size")
-    check.that(recurrent.get("state_shape") == STATE_SHAPE, "recurrent.state_shape",
-               f"expected {STATE_SHAPE}, got {recurrent.get('state_shape')!r}")
+    cell = recurrent.get("cell")
+    check.that(cell in STATE_NAMES, "recurrent.cell", f"expected one of {sorted(STATE_NAMES)}, got {cell!r}")
+    for key in STATE_KEYS[cell]:
+        check.positive_int(recurrent, f"recurrent.{key}")
+    names = state_shape_names(recurrent)
+    check.that(recurrent.get("state_shape") == names, "recurrent.state_shape",
+               f"expected {names}, got {recurrent.get('state_shape')!r}")
+    if cell == "transformer":
+        context, layers, heads, width = (recurrent[key] for key in ("context", "layers", "heads", "width"))
+        check.that(context >= 2, "recurrent.context", f"expected at least 2 steps, got {context}")
+        check.that(width % heads == 0, "recurrent.heads", f"width {width} does not split into {heads} heads")
+        rows = 2 * layers * (context - 1) + 1
+        check.that(recurrent["rows"] == rows, "recurrent.rows",
+                   f"expected 2 * layers * (context - 1) + 1 = {rows}, got {recurrent['rows']}")
 
 
 class _Checker:

@@ -14,13 +14,17 @@ What is exported is a policy's *deployable actor* (``Policy.deployable_actor()``
 :mod:`robolearn.models.policy`); any ``nn.Module`` with this interface can be exported:
 
 * ``obs_dim``, ``action_dim``: ints;
-* ``recurrent``: ``None``, or ``{"cell": "lstm" | "gru", "layers": L, "hidden_size": H}``;
+* ``recurrent``: ``None``, ``{"cell": "lstm" | "gru", "layers": L, "hidden_size": H}``, or
+  ``{"cell": "transformer", "context": K, "layers": L, "heads": h, "width": W, "rows": R}``;
 * ``forward(obs)`` -> ``actions`` (feed-forward), ``forward(obs, h)`` -> ``(actions, h)`` (GRU),
-  ``forward(obs, h, c)`` -> ``(actions, h, c)`` (LSTM), with ``obs`` ``[B, obs_dim]`` raw (not yet
-  normalised) observations, ``actions`` ``[B, action_dim]`` the mean action in [-1, 1] units
-  (before clipping), and each state ``[L, B, H]``. The observation normaliser belongs inside, and
-  so does an image encoder: image terms arrive flattened row-major inside ``obs`` (the contract's
-  ``obs.terms`` give each term's ``shape``), so the graph input stays ``obs [batch, obs_dim]``.
+  ``forward(obs, h, c)`` -> ``(actions, h, c)`` (LSTM), ``forward(obs, ctx)`` -> ``(actions, ctx)``
+  (transformer), with ``obs`` ``[B, obs_dim]`` raw (not yet normalised) observations, ``actions``
+  ``[B, action_dim]`` the mean action in [-1, 1] units (before clipping), each LSTM/GRU state
+  ``[L, B, H]`` and a transformer's context ``[R, B, W]`` (R = 2·L·(K − 1) + 1, zeros at an
+  episode start, see :mod:`robolearn.models.attention`). The observation normaliser belongs
+  inside, and so does an image encoder: image terms arrive flattened row-major inside ``obs``
+  (the contract's ``obs.terms`` give each term's ``shape``), so the graph input stays
+  ``obs [batch, obs_dim]``.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ import torch
 from onnx.external_data_helper import uses_external_data
 from torch import nn
 
-from robolearn.deploy.contract import (CONTRACT_FILE, FORMAT, METADATA_KEY, ONNX_FILE, STATE_NAMES, STATE_SHAPE,
-                                       ContractError, dumps, io_names, validate)
+from robolearn.deploy.contract import (CONTRACT_FILE, FORMAT, METADATA_KEY, ONNX_FILE, STATE_KEYS, ContractError,
+                                       dumps, io_names, state_shape_names, validate)
 from robolearn.deploy.integrity import append_metadata, graph_sha256
 from robolearn.deploy.parity import Backend, DeployedActorPolicy, contract_state, rollout_parity, torch_backend
 from robolearn.distributed import torch_threads
@@ -247,7 +251,8 @@ def build_contract(policy: nn.Module, env, task: str, parity: dict[str, Any], sh
         "action": action,
         "control_period_s": round(float(env.control_dt), 9),
         "trained_with": trained_with,
-        "recurrent": None if policy.recurrent is None else {**policy.recurrent, "state_shape": STATE_SHAPE},
+        "recurrent": (None if policy.recurrent is None
+                      else {**policy.recurrent, "state_shape": state_shape_names(policy.recurrent)}),
         "inputs": inputs,
         "outputs": outputs,
         "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
@@ -383,11 +388,17 @@ class _LSTMIO(_FeedForwardIO):
         return self.policy(obs, h_in, c_in)
 
 
+class _ContextIO(_FeedForwardIO):
+    def forward(self, obs: torch.Tensor, ctx_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.policy(obs, ctx_in)
+
+
 def named_io(policy: nn.Module) -> nn.Module:
-    """The policy with the positional signature ``forward(obs[, h_in[, c_in]])``, whatever its own
-    ``forward`` looks like (e.g. ``*state``): both exporters take their argument names from it."""
+    """The policy with the positional signature ``forward(obs[, h_in[, c_in]])`` or ``forward(obs,
+    ctx_in)``, whatever its own ``forward`` looks like (e.g. ``*state``): both exporters take their
+    argument names from it."""
     cell = policy.recurrent["cell"] if policy.recurrent else None
-    return {None: _FeedForwardIO, "gru": _GRUIO, "lstm": _LSTMIO}[cell](policy).eval()
+    return {None: _FeedForwardIO, "gru": _GRUIO, "lstm": _LSTMIO, "transformer": _ContextIO}[cell](policy).eval()
 
 
 def _example_inputs(policy: nn.Module, batch: int) -> tuple[torch.Tensor, ...]:
@@ -401,10 +412,11 @@ def _check_interface(policy: nn.Module, env) -> None:
     if missing:
         raise ExportError(f"{type(policy).__name__} lacks {', '.join(missing)} (see robolearn.deploy.export)")
     recurrent = policy.recurrent
-    if recurrent is not None and (recurrent.get("cell") not in STATE_NAMES
-                                  or not all(isinstance(recurrent.get(k), int) for k in ("layers", "hidden_size"))):
-        raise ExportError(f"{type(policy).__name__}.recurrent: expected None or {{'cell': 'lstm'|'gru', "
-                          f"'layers': int, 'hidden_size': int}}, got {recurrent!r}")
+    if recurrent is not None and (recurrent.get("cell") not in STATE_KEYS
+                                  or not all(isinstance(recurrent.get(k), int) for k in STATE_KEYS[recurrent["cell"]])):
+        raise ExportError(f"{type(policy).__name__}.recurrent: expected None, {{'cell': 'lstm'|'gru', "
+                          f"'layers': int, 'hidden_size': int}} or {{'cell': 'transformer', 'context': int, "
+                          f"'layers': int, 'heads': int, 'width': int, 'rows': int}}, got {recurrent!r}")
     obs_dim, action_dim = env.obs_layout["policy"].size, len(env.action_names)
     if (policy.obs_dim, policy.action_dim) != (obs_dim, action_dim):
         raise ExportError(f"policy maps {policy.obs_dim} observations to {policy.action_dim} actions, "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robolearn.deploy.contract import state_shape
 from robolearn.deploy.runner import HEALTH_SIGMA, PolicyRunner
 
 WARMUP_CALLS = 500
@@ -49,7 +50,7 @@ def measure_latency(path: str | Path, calls: int = 10_000, seed: int = 0,
     inputs, outputs = runner.contract["inputs"], runner.contract["outputs"]
     recurrent = runner.recurrent
     batched = observations[:, None, :]
-    feeds = {name: np.zeros((recurrent["layers"], 1, recurrent["hidden_size"]), np.float32) for name in inputs[1:]}
+    feeds = {name: np.zeros(state_shape(recurrent, 1), np.float32) for name in inputs[1:]}
     for i in range(WARMUP_CALLS):
         feeds["obs"] = batched[i % count]
         feeds.update(zip(inputs[1:], session.run(outputs, feeds)[1:]))

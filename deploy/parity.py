@@ -3,7 +3,8 @@
 The eager policy, driven through the policy interface (:mod:`robolearn.models.policy`:
 ``initial_state``, ``act_inference``, ``reset_state``), drives the task's env for ``steps`` steps.
 Every exported backend sees the same observation sequence and is run as the robot runs it: its
-recurrent state is the contract's (``[layers, batch, hidden]`` per state input), starts at zero
+recurrent state is the contract's (``[layers, batch, hidden]`` per state input, or a transformer's
+context ``[rows, batch, width]``), starts at zero
 and is zeroed where an episode ended (what ``PolicyRunner.reset`` does); its actions are compared
 with the eager ones step by step.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robolearn.deploy.contract import STATE_NAMES
+from robolearn.deploy.contract import STATE_NAMES, state_shape
 from robolearn.models import Policy
 
 #: a backend maps numpy inputs ``(obs, *state)`` to numpy outputs ``[actions, *state]``
@@ -25,11 +26,11 @@ Backend = Callable[..., Sequence[np.ndarray]]
 
 
 def contract_state(recurrent: dict | None, batch: int) -> list[np.ndarray]:
-    """The contract's zero state: ``[layers, batch, hidden]`` per state input (none for an MLP)."""
+    """The contract's zero state: one array per state input, ``[layers, batch, hidden]`` (LSTM/GRU)
+    or ``[rows, batch, width]`` (a transformer's context); none for an MLP."""
     if recurrent is None:
         return []
-    shape = (recurrent["layers"], batch, recurrent["hidden_size"])
-    return [np.zeros(shape, np.float32) for _ in STATE_NAMES[recurrent["cell"]]]
+    return [np.zeros(state_shape(recurrent, batch), np.float32) for _ in STATE_NAMES[recurrent["cell"]]]
 
 
 def torch_backend(module: Callable) -> Backend:
@@ -45,9 +46,9 @@ def torch_backend(module: Callable) -> Backend:
 
 class DeployedActorPolicy(Policy):
     """The inference part of the policy interface over a bare deployable module (``forward(obs[,
-    h[, c]]) -> actions[, h[, c]]``, see :mod:`robolearn.deploy.export`), for exporting modules that
-    are not robolearn policies. State: the module's states stacked, ``[S, layers, N, hidden]``, or
-    ``[N, 0]`` for a feed-forward module."""
+    *state]) -> actions[, *state]``, see :mod:`robolearn.deploy.export`), for exporting modules that
+    are not robolearn policies. State: the module's states stacked, ``[S, *state shape]`` with the
+    batch axis second to last, or ``[N, 0]`` for a feed-forward module."""
 
     def __init__(self, module: nn.Module):
         super().__init__()

@@ -4,7 +4,7 @@ Imports only numpy and onnxruntime (no torch)::
 
     from robolearn.deploy import PolicyRunner
     runner = PolicyRunner("runs/nav/<stamp>/export")      # or .../policy.onnx
-    runner.reset()                                        # at episode start: zero recurrent state
+    runner.reset()                                        # at episode start: zero recurrent state / context
     command = runner.step(obs)                            # float32 (obs_dim,) -> float32 (action_dim,)
     command = runner.step_terms({"depth": image, "goal": goal, ...})   # or term by term (images (H, W))
 
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from robolearn.deploy.contract import METADATA_KEY, ONNX_FILE, ContractError, loads
+from robolearn.deploy.contract import METADATA_KEY, ONNX_FILE, ContractError, loads, state_shape
 from robolearn.deploy.integrity import check_contract_file, check_graph_hash, metadata
 
 SAFE_ACTIONS = ("zeros", "hold")
@@ -91,7 +91,7 @@ class PolicyRunner:
 
         # buffers bound to the session once: step() copies obs in and reads the outputs in place
         inputs, outputs = self.contract["inputs"], self.contract["outputs"]
-        state_shape = (self.recurrent["layers"], 1, self.recurrent["hidden_size"]) if self.recurrent else None
+        state_shape = _state_shape(self.recurrent, 1)
         self._obs = np.zeros((1, self.obs_dim), np.float32)
         #: term name -> its shape, and a view of the bound observation buffer with that shape
         self.term_shapes = MappingProxyType(_term_shapes(self.contract["obs"]["terms"]))
@@ -169,7 +169,8 @@ class PolicyRunner:
             np.add(self._term_counts, self._term_outside, out=self._term_counts)
 
     def reset(self) -> None:
-        """Start an episode: zero the recurrent state; the last command becomes the zero action's."""
+        """Start an episode: zero the recurrent state (a transformer's context: no earlier step); the
+        last command becomes the zero action's."""
         for state in self._state_in:
             state.fill(0.0)
         np.copyto(self._command, self._offset)
@@ -243,8 +244,7 @@ class PolicyRunner:
 
     def _check_graph(self) -> None:
         """The graph's inputs and outputs must be the ones the contract names, with its shapes."""
-        recurrent = self.recurrent
-        state = [recurrent["layers"], None, recurrent["hidden_size"]] if recurrent else None
+        state = _state_shape(self.recurrent, None)
         expected = {"obs": [None, self.obs_dim], "actions": [None, self.action_dim]}
         for name in self.contract["inputs"][1:] + self.contract["outputs"][1:]:
             expected[name] = state
@@ -270,6 +270,12 @@ def allowed_range(stats: Mapping[str, Any], sigma: float) -> tuple[np.ndarray, n
     if stats.get("min") is not None:
         lo, hi = np.minimum(lo, stats["min"]), np.maximum(hi, stats["max"])
     return lo, hi
+
+
+def _state_shape(recurrent: dict[str, Any] | None, batch: int | None) -> list[int | None] | None:
+    """Each state input's shape (``[layers, batch, hidden]``, a transformer's ``[rows, batch, width]``;
+    None: the dynamic batch axis), or None for a feed-forward policy."""
+    return list(state_shape(recurrent, batch)) if recurrent else None
 
 
 def _resolve(path: Path) -> Path:

@@ -81,6 +81,8 @@ POLICIES = {
     "lstm": {"rnn_hidden": 8, "actor_hidden": [16], "critic_hidden": [16]},
     "gru": {"rnn_hidden": 8, "rnn_layers": 2, "actor_hidden": [16], "critic_hidden": [16]},
     "previous_obs": {"actor_hidden": [16], "critic_hidden": [16], "previous_weight": 0.5},
+    "transformer": {"context": 4, "width": 8, "heads": 2, "ffn_hidden": 16, "actor_hidden": [16],
+                    "critic_hidden": [16]},
 }
 
 

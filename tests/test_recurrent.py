@@ -244,8 +244,8 @@ def test_seeded_short_lstm_run_improves(algorithm_class):
 
 def test_bad_policy_class_is_a_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("policy: {class: transformer}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: policy.class: unknown policy class 'transformer' "
+    path.write_text("policy: {class: mamba}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: policy.class: unknown policy class 'mamba' "
                                           r"\(registered: gru, lstm, mlp"):
         load_config(path)
     with pytest.raises(ConfigError, match=r"policy.rnn_hidden: unknown key"):  # an mlp has no memory

@@ -18,11 +18,12 @@ from robolearn.config.loading import (ConfigOrigin, apply_overrides, dump_config
 from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, RANDOMIZATION_TARGETS, AdrConfig, AlgorithmConfig,
                                      Config, ConfigError, EncoderConfig, EnvConfig, PhysicsConfig, PolicyConfig,
                                      RandomizationConfig, RandomizationParam, Range, IntRange, RecurrentPolicyConfig,
-                                     TrainerConfig, Selection, StrictModel, env_config_class, policy_config_class,
-                                     register_env_config, register_policy_config)
+                                     TrainerConfig, TransformerPolicyConfig, Selection, StrictModel, env_config_class,
+                                     policy_config_class, register_env_config, register_policy_config)
 
 __all__ = ["ENV_CONFIGS", "PPO_ONLY_KEYS", "RANDOMIZATION_TARGETS", "AdrConfig", "AlgorithmConfig", "Config",
            "ConfigError", "ConfigOrigin", "EncoderConfig", "EnvConfig", "IntRange", "PhysicsConfig", "PolicyConfig",
-           "RandomizationConfig", "RandomizationParam", "Range", "RecurrentPolicyConfig", "TrainerConfig", "Selection",
-           "StrictModel", "apply_overrides", "dump_config", "env_config_class", "load_config", "parse_override",
-           "policy_config_class", "read_yaml", "register_env_config", "register_policy_config", "validate_config"]
+           "RandomizationConfig", "RandomizationParam", "Range", "RecurrentPolicyConfig", "TrainerConfig",
+           "TransformerPolicyConfig", "Selection", "StrictModel", "apply_overrides", "dump_config", "env_config_class",
+           "load_config", "parse_override", "policy_config_class", "read_yaml", "register_env_config",
+           "register_policy_config", "validate_config"]

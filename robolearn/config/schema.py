@@ -231,9 +231,32 @@ class RecurrentPolicyConfig(PolicyConfig):
     encoder_hidden: list[int] = Field(default_factory=list, description="MLP layers before the cell")
 
 
+class TransformerPolicyConfig(PolicyConfig):
+    """``class: transformer``: each of actor and critic turns every step into a token
+    (``encoder_hidden`` layers, then a linear map to ``width``), runs a causal transformer over the
+    episode's last ``context`` steps (``layers`` blocks of ``heads``-head attention and a
+    ``ffn_hidden`` MLP), then its ``actor_hidden`` / ``critic_hidden`` head. No dropout. The
+    default size is the one the latency goal of the exported actor is set for (p99 <= 200 µs at
+    batch 1 on one thread, ``bench/deploy_latency.py``)."""
+
+    context: int = Field(32, ge=2, description="K: steps each attention layer sees, the current one included")
+    layers: int = Field(2, gt=0, description="transformer blocks")
+    heads: int = Field(4, gt=0, description="attention heads per block (width / heads values each)")
+    width: int = Field(64, gt=0, description="token width")
+    ffn_hidden: int = Field(128, gt=0, description="hidden width of each block's MLP")
+    encoder_hidden: list[int] = Field(default_factory=list, description="MLP layers before the token projection")
+
+    @model_validator(mode="after")
+    def _heads_split_width(self) -> "TransformerPolicyConfig":
+        if self.width % self.heads:
+            raise ValueError(f"heads: width {self.width} does not split into {self.heads} heads "
+                             "(width must be a multiple of heads)")
+        return self
+
+
 #: ``policy.class`` -> the schema of its section (more through :func:`robolearn.models.register_policy`)
 POLICY_CONFIGS: dict[str, type[PolicyConfig]] = {"mlp": PolicyConfig, "lstm": RecurrentPolicyConfig,
-                                                 "gru": RecurrentPolicyConfig}
+                                                 "gru": RecurrentPolicyConfig, "transformer": TransformerPolicyConfig}
 
 
 def register_policy_config(name: str, config_cls: type[PolicyConfig]) -> None:

@@ -7,11 +7,14 @@ from robolearn.models.policy import (POLICIES, ActionScores, Policy, PolicyStep,
                                      register_policy)
 from robolearn.models.recurrent import DeployableRecurrent, GRUActorCritic, LSTMActorCritic, RecurrentActorCritic
 from robolearn.models.trajectories import Trajectories
+from robolearn.models.transformer import DeployableTransformer, TransformerActorCritic
 
 register_policy("mlp", MLPActorCritic)
 register_policy("lstm", LSTMActorCritic)
 register_policy("gru", GRUActorCritic)
+register_policy("transformer", TransformerActorCritic)
 
-__all__ = ["POLICIES", "ActionScores", "ConvEncoder", "DeployableMLP", "DeployableRecurrent", "EmpiricalNormalizer",
-           "GRUActorCritic", "LSTMActorCritic", "MLPActorCritic", "ObsEncoder", "ObsTerms", "Policy", "PolicyStep",
-           "RecurrentActorCritic", "Trajectories", "build_activation", "build_policy", "gaussian_kl", "register_policy"]
+__all__ = ["POLICIES", "ActionScores", "ConvEncoder", "DeployableMLP", "DeployableRecurrent", "DeployableTransformer",
+           "EmpiricalNormalizer", "GRUActorCritic", "LSTMActorCritic", "MLPActorCritic", "ObsEncoder", "ObsTerms",
+           "Policy", "PolicyStep", "RecurrentActorCritic", "Trajectories", "TransformerActorCritic", "build_activation",
+           "build_policy", "gaussian_kl", "register_policy"]

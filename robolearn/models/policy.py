@@ -6,10 +6,11 @@ methods below, so a new policy (an image encoder, a transformer) plugs in by imp
 registering under a ``policy.class`` name (:func:`register_policy`); no caller changes.
 
 **State.** Every policy carries a state tensor whose dimension ``-2`` indexes the envs: an LSTM's
-``[S, layers, N, hidden]``, a transformer's context ``[K, N, width]``, and for a feed-forward
-policy an empty ``[N, 0]``. Collection starts from :meth:`Policy.initial_state`, passes the state
-returned by each :meth:`Policy.act` to the next, and calls :meth:`Policy.reset_state` with the
-step's dones, so an env whose episode ended starts the next one from the initial state.
+``[S, layers, N, hidden]``, a transformer's key/value contexts ``[2, rows, N, width]``
+(:mod:`robolearn.models.attention`), and for a feed-forward policy an empty ``[N, 0]``.
+Collection starts from :meth:`Policy.initial_state`, passes the state returned by each
+:meth:`Policy.act` to the next, and calls :meth:`Policy.reset_state` with the step's dones, so an
+env whose episode ended starts the next one from the initial state.
 
 **Methods.**
 
@@ -26,8 +27,10 @@ step's dones, so an env whose episode ended starts the next one from the initial
   had when the rollout started ``[..., n, :]`` and the dones ``[T, n]`` that cut its episodes;
 * ``update_normalizers(obs, reduce)`` folds observations into the model's normalisers;
 * ``deployable_actor()`` -> the module the exporter traces (see :mod:`robolearn.deploy.export`):
-  ``obs_dim``, ``action_dim``, ``recurrent`` (None or ``{"cell", "layers", "hidden_size"}``) and
-  ``forward(obs[, h[, c]]) -> actions[, h[, c]]`` on raw policy observations, normaliser inside.
+  ``obs_dim``, ``action_dim``, ``recurrent`` (None, ``{"cell", "layers", "hidden_size"}`` or a
+  transformer's ``{"cell", "context", "layers", "heads", "width", "rows"}``) and
+  ``forward(obs[, h[, c]]) -> actions[, h[, c]]`` (a transformer: ``forward(obs, ctx) -> actions,
+  ctx``) on raw policy observations, normaliser inside.
 
 Observations are dicts of groups (``{"policy": [N, Dp], "critic": [N, Dc]}``); a policy's actor
 reads ``policy`` only, so its deployable actor needs nothing the robot cannot sense. Each group is

@@ -1,0 +1,200 @@
+"""A causal transformer over the last K steps of an episode, with its key/value context carried
+explicitly (PoliFormer-style memory, sliding-window attention).
+
+Each control step is one token: a reader's features (normalised observations, image features) ->
+``encoder_hidden`` MLP layers -> a linear map to ``width``. ``layers`` pre-LayerNorm blocks follow,
+each ``x ← x + Attn(LN(x)); x ← x + FFN(LN(x))``, then a final LayerNorm. In block ℓ the token of
+step t attends to the keys and values block ℓ computed for the steps s of the same episode with
+age a = t − s < K (K = ``context``, the current step included)::
+
+    e_ts = q_t · k_s / √d_h + b_a        softmax over s          y_t = Σ_s α_ts v_s
+
+per head (d_h = width / heads), where b_a is a learned bias per head and age (a relative position
+bias, as in T5), so a window that shifts by one step means the same thing at every step. Block
+ℓ's keys and values of step s were computed once, at step s, from what block ℓ − 1 gave that
+step: acting costs one new token per step, and the effective horizon of L blocks is L·(K − 1) + 1
+steps.
+
+**The context** (the state of one reader) is ``[R, N, W]`` with R = 2·L·(K − 1) + 1 rows of
+``width`` values per env: the K − 1 previous steps, oldest first, each an entry of 2L rows (block
+0's key and value, block 1's, ...), then a row whose column 0 holds n: how many of those steps
+belong to the env's current episode (the latest n are valid). Each step drops the oldest entry,
+appends the new one and counts n ← min(n + 1, K − 1). An all-zero context (an episode start,
+``Policy.reset_state``) has n = 0: attention covers the current episode's steps only. Rows of
+invalid steps are never read (their weight is exactly 0); they must be finite. A block's keys (or
+values) are every 2L-th row, a strided view that a step reads in place.
+
+**Training** (:meth:`TransformerMemory.sequence`) runs a stored rollout ``[T, n]`` in one call from
+the context each env had when it started: the queries of the T steps attend over the K − 1 + T
+keys [carried context | rollout], masked to the window, the valid slots and the step's episode
+(the episode index of step t counts the dones before it; the carried slots belong to the first
+episode). It gives what step-by-step acting gave, up to float rounding, and no attention crosses an
+episode boundary. As with the LSTM's stored start state, the carried keys and values are the ones
+computed at collection (constants in the update).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    """Orthogonal weights with ``gain``, zero bias (as every robolearn MLP)."""
+    linear = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(linear.weight, gain=gain)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+class AttentionBlock(nn.Module):
+    """One pre-LayerNorm transformer block with causal multi-head attention over a K-step window."""
+
+    def __init__(self, context: int, width: int, heads: int, ffn_hidden: int, activation: str) -> None:
+        from robolearn.models.actor_critic import build_activation  # at call time: actor_critic imports encoder
+
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} does not split into {heads} heads")
+        self.context, self.width, self.heads = context, width, heads
+        self.head_dim = width // heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = _linear(width, 3 * width, gain=1.0)
+        self.out = _linear(width, width, gain=1.0)
+        #: b_a per head, a = 0 .. K − 1: the score bias of a key a steps older than the query (zero: no preference)
+        self.age_bias = nn.Parameter(torch.zeros(heads, context))
+        self.norm2 = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(_linear(width, ffn_hidden, gain=math.sqrt(2.0)), build_activation(activation),
+                                 _linear(ffn_hidden, width, gain=1.0))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., W]`` -> ``[..., H, d_h]`` (a view)."""
+        return x.unflatten(-1, (self.heads, self.head_dim))
+
+    def step(self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor,
+             invalid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of B envs: tokens ``x`` ``[B, W]``, the K − 1 previous keys and values
+        ``[K − 1, B, W]`` (oldest first, read in place) and ``invalid`` ``[B, 1, K]`` (the window's
+        slots not to read, the current step last) -> the block's output ``[B, W]`` and this step's
+        key and value."""
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        q = self._heads(q * self.scale)  # [B, H, d]
+        past = torch.einsum("bhd,jbhd->bhj", q, self._heads(past_keys))  # [B, H, K − 1]
+        current = torch.einsum("bhd,bhd->bh", q, self._heads(k)).unsqueeze(-1)  # [B, H, 1]
+        # slot j of the window is K − 1 − j steps old: the biases in slot order are b reversed
+        scores = (torch.cat([past, current], dim=-1) + self.age_bias.flip(-1)).masked_fill(invalid, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        attended = (torch.einsum("bhj,jbhd->bhd", weights[..., :-1], self._heads(past_values))
+                    + weights[..., -1:] * self._heads(v))
+        x = x + self.out(attended.flatten(1))
+        return x + self.ffn(self.norm2(x)), k, v
+
+    def sequence(self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, mask: torch.Tensor,
+                 age: torch.Tensor) -> torch.Tensor:
+        """T steps of n envs at once: tokens ``x`` ``[T, n, W]``, the carried keys and values
+        ``[K − 1, n, W]``, ``mask`` ``[n, 1, T, S]`` (S = K − 1 + T: which key each query may read)
+        and ``age`` ``[T, S]`` (each query-key pair's age, clamped to [0, K − 1]) -> ``[T, n, W]``."""
+        steps, envs = x.shape[:2]
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        q = self._heads(q * self.scale).permute(1, 2, 0, 3)  # [n, H, T, d]
+        keys = self._heads(torch.cat([past_keys, k])).permute(1, 2, 3, 0)  # [n, H, d, S]
+        values = self._heads(torch.cat([past_values, v])).permute(1, 2, 0, 3)  # [n, H, S, d]
+        position = self.age_bias[:, age]  # [H, T, S]: b_(t − s)
+        scores = (torch.matmul(q, keys) + position).masked_fill(~mask, float("-inf"))  # [n, H, T, S]
+        attended = torch.matmul(torch.softmax(scores, dim=-1), values)  # [n, H, T, d]
+        x = x + self.out(attended.permute(2, 0, 1, 3).reshape(steps, envs, self.width))
+        return x + self.ffn(self.norm2(x))
+
+
+class TransformerMemory(nn.Module):
+    """Token encoder, ``layers`` :class:`AttentionBlock` s and a final LayerNorm; the context layout
+    of the module docstring."""
+
+    def __init__(self, input_dim: int, encoder_hidden: Sequence[int], context: int, layers: int, heads: int,
+                 width: int, ffn_hidden: int, activation: str) -> None:
+        from robolearn.models.actor_critic import build_activation
+
+        super().__init__()
+        if context < 2:
+            raise ValueError(f"context {context}: at least 2 steps (the current one and one before it)")
+        encoder: list[nn.Module] = []
+        for in_dim, out_dim in zip([input_dim, *encoder_hidden], encoder_hidden):
+            encoder += [_linear(in_dim, out_dim, gain=math.sqrt(2.0)), build_activation(activation, inplace=True)]
+        self.encoder = nn.Sequential(*encoder)
+        self.embed = _linear(encoder_hidden[-1] if encoder_hidden else input_dim, width, gain=1.0)
+        self.blocks = nn.ModuleList(AttentionBlock(context, width, heads, ffn_hidden, activation)
+                                    for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.context, self.layers, self.heads, self.width = context, layers, heads, width
+        self.history = context - 1
+        #: the context of N envs is ``[rows, N, width]``
+        self.rows = 2 * layers * self.history + 1
+        # the counter row's step: n ← min(n + 1, K − 1) in column 0, the other columns unchanged
+        self.register_buffer("count_step", F.one_hot(torch.tensor(0), width).float(), persistent=False)
+        # window slot j (0 .. K − 2: a previous step) is valid when j + n >= K − 1; the current step always
+        self.register_buffer("window_slots", torch.cat([torch.arange(float(self.history)), torch.tensor([math.inf])]),
+                             persistent=False)
+
+    def tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """A reader's features ``[..., D]`` -> tokens ``[..., width]``."""
+        return self.embed(self.encoder(features))
+
+    def _past(self, context: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``layer``'s keys and values in a context ``[R, B, W]``, each ``[K − 1, B, W]``
+        (strided views: every 2L-th row)."""
+        entry, end = 2 * self.layers, self.rows - 1
+        return context[2 * layer:end:entry], context[2 * layer + 1:end:entry]
+
+    def _valid(self, context: torch.Tensor) -> torch.Tensor:
+        """``[B, K]``: which window slots (the previous steps, oldest first, then the current one)
+        belong to the current episode."""
+        return self.window_slots + context[-1, :, :1] >= self.history
+
+    def step(self, features: torch.Tensor, context: torch.Tensor, out: torch.Tensor | None = None,
+             advance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One step: features ``[B, D]`` and the context ``[R, B, W]`` -> outputs ``[B, width]`` and
+        the next context (written into ``out`` when given: one copy of the context, no
+        concatenation; None with ``advance=False``, for a value that does not advance the state)."""
+        x = self.tokens(features)
+        invalid = ~self._valid(context).unsqueeze(1)  # [B, 1, K]
+        entry = []
+        for layer, block in enumerate(self.blocks):
+            x, k, v = block.step(x, *self._past(context, layer), invalid)
+            entry += [k, v]
+        if not advance:
+            return self.norm(x), None
+        count = torch.clamp(context[-1:] + self.count_step, max=float(self.history))
+        entry = torch.cat(entry, dim=-1).unflatten(-1, (2 * self.layers, self.width)).transpose(0, 1)  # [2L, B, W]
+        rows = [context[2 * self.layers:-1], entry, count]  # drop the oldest entry, append the new
+        if out is None:
+            return self.norm(x), torch.cat(rows)
+        start = 0
+        for part in rows:
+            out[start:start + part.shape[0]].copy_(part)
+            start += part.shape[0]
+        return self.norm(x), out
+
+    def sequence(self, features: torch.Tensor, context: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """A rollout of n envs in one call: features ``[T, n, D]``, the context each env had when
+        it started ``[R, n, W]`` and ``dones`` ``[T, n]`` (step t ended an episode) -> outputs
+        ``[T, n, width]``, equal to acting step by step with the context reset after each done."""
+        steps, history = dones.shape[0], self.history
+        ends = dones.bool().long()
+        episode = ends.cumsum(0) - ends  # [T, n]: episode ends before step t
+        key_episode = torch.cat([torch.zeros_like(episode[:1]).expand(history, -1), episode])  # [S, n]
+        key_valid = torch.cat([self._valid(context)[:, :-1].T, torch.ones_like(episode, dtype=torch.bool)])  # [S, n]
+        position = torch.arange(history + steps, device=dones.device)
+        age = position[history:, None] - position[None, :]  # [T, S]: query t sits at position K − 1 + t
+        window = (age >= 0) & (age < self.context)
+        mask = window & (episode.T.unsqueeze(-1) == key_episode.T.unsqueeze(1)) & key_valid.T.unsqueeze(1)
+        mask = mask.unsqueeze(1)  # [n, 1, T, S]
+        age = age.clamp(0, self.context - 1)
+        x = self.tokens(features)
+        for layer, block in enumerate(self.blocks):
+            x = block.sequence(x, *self._past(context, layer), mask, age)
+        return self.norm(x)
