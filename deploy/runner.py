@@ -113,6 +113,8 @@ class PolicyRunner:
         self._obs_finite = np.zeros(self.obs_dim, bool)
         self._actions_finite = np.zeros((1, self.action_dim), bool)
         self._state_finite = np.zeros(state_shape or (0,), bool)
+        self._scratch_command = np.zeros(self.action_dim, np.float32)  # warm()'s
+        self._scratch_state = np.zeros_like(self._state_out[0]) if self._state_out else None
         self._command_out = self._command.view()
         self._command_out.flags.writeable = False
         self._zero_command.flags.writeable = False
@@ -156,14 +158,18 @@ class PolicyRunner:
                 "out_of_distribution_terms": {name: int(count) for name, count in zip(self._term_names, self._term_counts)
                                               if count}}
 
-    def _check_health(self) -> None:
-        """Flag the observation in the bound buffer when a value lies outside its allowed interval."""
+    def _check_health(self, count: bool = True) -> None:
+        """Flag the observation in the bound buffer when a value lies outside its allowed interval
+        (``count=False``: compare only, as :meth:`warm` does)."""
         obs = self._obs[0]
         np.less(obs, self._lo, out=self._outside)
         np.greater(obs, self._hi, out=self._above)
         np.logical_or(self._outside, self._above, out=self._outside)
-        self.last_out_of_distribution = bool(self._outside.any())
-        if self.last_out_of_distribution:
+        outside = bool(self._outside.any())
+        if not count:
+            return
+        self.last_out_of_distribution = outside
+        if outside:
             self.out_of_distribution += 1
             np.logical_or.reduceat(self._outside, self._term_starts, out=self._term_outside)
             np.add(self._term_counts, self._term_outside, out=self._term_counts)
@@ -176,11 +182,17 @@ class PolicyRunner:
         np.copyto(self._command, self._offset)
 
     def warm(self) -> None:
-        """Run the network once on the buffers as they are, changing no state and no command: called
-        shortly before a control tick at a low rate, it brings the weights back into the caches and
-        the core out of its idle state, so the tick's :meth:`step` runs at hot-loop latency (see
-        ``robolearn deploy-bench --rate``)."""
-        self.session.run_with_iobinding(self._binding)
+        """Go through everything :meth:`step` does, on the observation already in the buffer, and
+        keep nothing: no state, command or counter changes. At a low control rate the code and data
+        of a step (the interpreter's, numpy's, ONNX Runtime's, the weights) leave the caches between
+        ticks; called shortly before a tick, this brings them back, so the tick's ``step`` runs
+        nearer its hot-loop latency (``robolearn deploy-bench --rate`` measures it)."""
+        obs = self._obs[0]
+        np.copyto(obs, obs)
+        np.isfinite(obs, out=self._obs_finite).all()
+        if self.health_checked:
+            self._check_health(count=False)
+        self._run(commit=False)
 
     def step(self, obs: np.ndarray) -> np.ndarray:
         """One control tick: float32 observation ``(obs_dim,)`` -> float32 command ``(action_dim,)``."""
@@ -224,20 +236,31 @@ class PolicyRunner:
             if name not in self._term_views:
                 raise ValueError(f"obs term {name!r}: unknown (the policy reads {', '.join(self._term_views)})")
 
-    def _run(self) -> np.ndarray:
-        """The network on the observation in the bound buffer; the command, or the safe action."""
+    def _run(self, commit: bool = True) -> np.ndarray:
+        """The network on the observation in the bound buffer; the command, or the safe action
+        (``commit=False``: the same work into scratch buffers, the state and command untouched)."""
         self.session.run_with_iobinding(self._binding)
-        if not (np.isfinite(self._actions, out=self._actions_finite).all()
-                and all(np.isfinite(s, out=self._state_finite).all() for s in self._state_out)):
+        finite = (np.isfinite(self._actions, out=self._actions_finite).all()
+                  and all(np.isfinite(s, out=self._state_finite).all() for s in self._state_out))
+        if not commit:
+            for state_out in self._state_out:
+                np.copyto(self._scratch_state, state_out)
+            self._command_from_actions(self._scratch_command)
+            return self._command_out
+        if not finite:
             self.nonfinite_output += 1
             return self._safe()
         for state_in, state_out in zip(self._state_in, self._state_out):
             np.copyto(state_in, state_out)
+        self._command_from_actions(self._command)
+        return self._command_out
+
+    def _command_from_actions(self, out: np.ndarray) -> None:
+        """``clip(actions, -1, 1) * scale + offset`` into ``out``."""
         np.minimum(self._actions[0], 1.0, out=self._clipped)  # two ufuncs: half the time of np.clip
         np.maximum(self._clipped, -1.0, out=self._clipped)
-        np.multiply(self._clipped, self._scale, out=self._command)
-        np.add(self._command, self._offset, out=self._command)
-        return self._command_out
+        np.multiply(self._clipped, self._scale, out=out)
+        np.add(out, self._offset, out=out)
 
     def _safe(self) -> np.ndarray:
         return self._command_out if self.safe_action == "hold" else self._zero_command

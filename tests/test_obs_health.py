@@ -176,3 +176,16 @@ def test_deploy_bench_at_a_rate_reports_each_wait_mode(exported, capsys):
     assert all(0 < row["p50_us"] <= row["p99_us"] <= row["max_us"] for row in results.values())
     assert main(["deploy-bench", str(out), "--rate", "500", "--ticks", "5"]) == 0
     assert "sleep+warm+spin" in capsys.readouterr().out
+
+
+def test_warm_runs_the_step_path_and_keeps_nothing(exported):
+    out, seen, _ = exported
+    runner, fresh = PolicyRunner(out), PolicyRunner(out)
+    first = runner.step(seen[10] + 1000.0).copy()  # out of distribution: counted once
+    fresh.step(seen[10] + 1000.0)
+    health = runner.health()
+    runner.warm()
+    runner.warm()
+    assert runner.health() == health and runner.last_out_of_distribution
+    np.testing.assert_array_equal(runner.step(seen[11]), fresh.step(seen[11]))
+    assert not np.array_equal(first, runner.step(seen[12]))  # the command is still the step's own
