@@ -26,6 +26,11 @@ per-env model fields and the task's ``layout_params``, per-step effects on actio
 observations inside ``step``; the critic group gains a ``randomization`` term with every env's
 parameter values.
 
+An env also takes ``physics`` (:class:`~robolearn.config.PhysicsConfig`, :mod:`robolearn.envs.physics`):
+another integrator, a finer timestep at the same control period, solver and contact settings,
+control-period jitter, applied to the compiled model before the batch copies it; ``robolearn
+sim2sim`` runs exported policies under such variants. Training never sets it.
+
 The core owns the step loop, the time limit, per-episode metrics and SAME_STEP autoreset: the
 observation returned for a finished env is already the first one of its next episode, and
 ``info["final_obs"]`` holds, for *every* env, the true next observation of this step (the
