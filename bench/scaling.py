@@ -89,14 +89,11 @@ def main() -> None:
         print(f"{r['ranks']:>5} {r['envs_per_rank']:>9} {r['samples_per_iteration']:>10,} {r['steps_per_s']:>9,.0f} "
               f"{r['iteration_s']:>6.2f} {ratio:>27}")
 
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("\nno plot: matplotlib is not installed (pip install -e '.[bench]')")
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     xs = sorted(one)
     ax.plot(xs, [one[x]["steps_per_s"] for x in xs], "o-", label="1 rank")

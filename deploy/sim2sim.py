@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from robolearn.config import (Config, ConfigError, PhysicsConfig, RandomizationConfig, RandomizationParam,
-                              StrictModel, read_yaml)
+                              StrictModel, first_error, read_yaml)
 
 #: the default variants; each differs from training in one respect
 DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
@@ -137,7 +137,7 @@ def load_variants(path: str | Path | None) -> dict[str, Variant]:
     try:
         parsed = VariantsFile.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{path}: {_first_error(err)}") from None
+        raise ConfigError(f"{path}: {first_error(err)}") from None
     if NOMINAL in parsed.variants:
         raise ConfigError(f"{path}: variants.{NOMINAL}: the name of the unchanged run; choose another")
     for name, variant in parsed.variants.items():
@@ -281,8 +281,3 @@ def write_outputs(result: Sim2SimResult, out_dir: str | Path) -> list[Path]:
     plt.close(fig)
     return [json_path, png_path]
 
-
-def _first_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    return f"{loc}: {first['msg'].replace('Value error, ', '')}"

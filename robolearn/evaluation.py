@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from robolearn.checkpoint import adr_ranges
-from robolearn.config import Config, ConfigError, RandomizationConfig, Range, read_yaml
+from robolearn.config import Config, ConfigError, RandomizationConfig, Range, first_error, read_yaml
 from robolearn.envs.core import finished_episodes
 from robolearn.models import Policy
 
@@ -52,9 +52,7 @@ def eval_randomization(spec: str, config: Config, state: dict[str, Any]) -> Rand
     try:
         return RandomizationConfig.model_validate({"params": data.get("params", {}), "adr": frozen})
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{spec}: {loc}: {first['msg'].replace('Value error, ', '')}") from None
+        raise ConfigError(f"{spec}: {first_error(err)}") from None
 
 
 #: the video overlay: pixels per line, margin, font scale and the band's colour (BGR)

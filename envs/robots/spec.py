@@ -42,7 +42,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from robolearn.config import StrictModel
+from robolearn.config import StrictModel, first_error
 
 PACKAGE_SCHEME = "package://"
 _BUNDLED = Path(__file__).parent
@@ -312,9 +312,7 @@ def load_robot_spec(path: str | Path) -> RobotSpec:
     try:
         return RobotSpec.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "robot"
-        raise RobotSpecError(f"{path}: {key}: {first['msg']}") from None
+        raise RobotSpecError(f"{path}: {first_error(err, 'robot')}") from None
 
 
 def robot_field(default: str, description: str):

@@ -13,8 +13,8 @@ One YAML file describes an experiment::
     randomization: {adr: {...}, params: {...}}
 """
 
-from robolearn.config.loading import (ConfigOrigin, apply_overrides, dump_config, load_config, parse_override,
-                                      read_yaml, validate_config)
+from robolearn.config.loading import (ConfigOrigin, apply_overrides, dump_config, first_error, load_config,
+                                      parse_override, read_yaml, validate_config)
 from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, RANDOMIZATION_TARGETS, AdrConfig, AlgorithmConfig,
                                      Config, ConfigError, EncoderConfig, EnvConfig, PhysicsConfig, PolicyConfig,
                                      RandomizationConfig, RandomizationParam, Range, IntRange, RecurrentPolicyConfig,
@@ -24,6 +24,6 @@ from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, RANDOMIZATION_T
 __all__ = ["ENV_CONFIGS", "PPO_ONLY_KEYS", "RANDOMIZATION_TARGETS", "AdrConfig", "AlgorithmConfig", "Config",
            "ConfigError", "ConfigOrigin", "EncoderConfig", "EnvConfig", "IntRange", "PhysicsConfig", "PolicyConfig",
            "RandomizationConfig", "RandomizationParam", "Range", "RecurrentPolicyConfig", "TrainerConfig",
-           "TransformerPolicyConfig", "Selection", "StrictModel", "apply_overrides", "dump_config", "env_config_class",
+           "TransformerPolicyConfig", "Selection", "StrictModel", "apply_overrides", "dump_config", "env_config_class", "first_error",
            "load_config", "parse_override", "policy_config_class", "read_yaml", "register_env_config",
            "register_policy_config", "validate_config"]

@@ -179,6 +179,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def first_error(err: ValidationError, default_key: str = "") -> str:
+    """A pydantic error as one line: ``dotted.key: message`` of its first problem."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or default_key
+    return f"{key}: {first['msg'].replace('Value error, ', '')}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one-line errors naming the file."""
     path = Path(path)
