@@ -125,17 +125,23 @@ class RslRlRecurrentLearner:
         self.runner.learn(iterations)
 
 
-def learner_rates(num_envs: int, iterations: int, warmup: int, rounds: int) -> tuple[float, float]:
-    learners = {"robolearn": RobolearnRecurrentLearner(num_envs), "rsl_rl": RslRlRecurrentLearner(num_envs)}
+def alternating_rates(learners: dict, num_envs: int, iterations: int, warmup: int, rounds: int) -> dict[str, float]:
+    """Median steps/s of each learner, after ``warmup`` iterations each, rounds alternating."""
     for learner in learners.values():
         learner.learn(warmup)
     rates: dict[str, list[float]] = {name: [] for name in learners}
     for _ in range(rounds):
         for name, learner in learners.items():
             rates[name].append(steps_per_second(learner, num_envs, iterations))
-    print(f"N={num_envs}: robolearn {[round(r) for r in rates['robolearn']]}, "
-          f"rsl_rl {[round(r) for r in rates['rsl_rl']]} steps/s", flush=True)
-    return statistics.median(rates["robolearn"]), statistics.median(rates["rsl_rl"])
+    print(f"N={num_envs}: " + ", ".join(f"{name} {[round(r) for r in rates[name]]}" for name in rates)
+          + " steps/s", flush=True)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def learner_rates(num_envs: int, iterations: int, warmup: int, rounds: int) -> tuple[float, float]:
+    learners = {"robolearn": RobolearnRecurrentLearner(num_envs), "rsl_rl": RslRlRecurrentLearner(num_envs)}
+    rates = alternating_rates(learners, num_envs, iterations, warmup, rounds)
+    return rates["robolearn"], rates["rsl_rl"]
 
 
 # --- 4. learner alone: transformer vs LSTM, the NavPO configs' networks --------------------------
@@ -162,15 +168,7 @@ class ConfigLearner:
 def memory_learner_rates(num_envs: int, iterations: int, warmup: int, rounds: int) -> dict[str, float]:
     """Median steps/s of the transformer and LSTM learners, rounds alternating."""
     learners = {name: ConfigLearner(f"nav_po_{name}.yaml", num_envs) for name in ("transformer", "lstm")}
-    for learner in learners.values():
-        learner.learn(warmup)
-    rates: dict[str, list[float]] = {name: [] for name in learners}
-    for _ in range(rounds):
-        for name, learner in learners.items():
-            rates[name].append(steps_per_second(learner, num_envs, iterations))
-    print(f"N={num_envs}: " + ", ".join(f"{name} {[round(r) for r in rates[name]]}" for name in rates)
-          + " steps/s", flush=True)
-    return {name: statistics.median(values) for name, values in rates.items()}
+    return alternating_rates(learners, num_envs, iterations, warmup, rounds)
 
 
 # --- main -----------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 masked slots, config, export with the context carried (contract, parity, PolicyRunner), training."""
 
 import json
-import tracemalloc
 
 import numpy as np
 import onnx
@@ -20,6 +19,7 @@ from robolearn.envs import make_env
 from robolearn.models import TransformerActorCritic
 from robolearn.rollout import collect_rollout
 from robolearn.storage import RolloutStorage
+from test_image_export import peak_bytes
 from test_recurrent import CueEnv
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
@@ -280,21 +280,6 @@ def test_contract_describes_the_context_consistently(exported):
         bad["recurrent"][key] = value
         with pytest.raises(ContractError, match=message):
             validate(bad, "policy.json")
-
-
-def peak_bytes(call, calls: int = 200) -> int:
-    """Peak memory traced while ``call`` runs ``calls`` times, above what was held before."""
-    for _ in range(20):
-        call()
-    tracemalloc.start()
-    try:
-        start = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        for _ in range(calls):
-            call()
-        return tracemalloc.get_traced_memory()[1] - start
-    finally:
-        tracemalloc.stop()
 
 
 def test_runner_step_allocates_nothing_per_call(exported):

@@ -66,6 +66,21 @@ def build_obs_normalizers(obs_dims: Mapping[str, int], critic_obs: str, normaliz
     })
 
 
+def init_readers(policy: Policy, obs_dims: Mapping[str, int], obs_shapes: ObsShapes | None, critic_obs: str,
+                 normalize_obs: bool, encoder: EncoderConfig | None, activation: str) -> dict[str, int]:
+    """Give ``policy`` what every bundled actor-critic reads its observations with: ``critic_obs``,
+    ``obs_dims``, ``readers`` (actor -> ``policy``, critic -> ``critic_obs``), ``obs_terms``,
+    ``obs_normalizers`` and ``obs_encoders`` (a CNN per reader of a group with images); returns
+    each reader's feature width (what its MLP, cell or token projection takes)."""
+    policy.critic_obs = critic_obs
+    policy.obs_dims = dict(obs_dims)
+    policy.readers = {"actor": "policy", "critic": critic_obs}
+    policy.obs_terms = group_terms(obs_dims, obs_shapes)
+    policy.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs, policy.obs_terms)
+    policy.obs_encoders = build_obs_encoders(policy.obs_terms, policy.readers, encoder, activation)
+    return feature_dims(policy.obs_terms, policy.readers, policy.obs_encoders)
+
+
 @torch.no_grad()
 def update_obs_normalizers(normalizers: nn.ModuleDict, obs: Mapping[str, torch.Tensor],
                            reduce: ReduceMoments | None = None,
@@ -128,12 +143,7 @@ class MLPActorCritic(Policy):
         encoder: EncoderConfig | None,
     ) -> None:
         super().__init__()
-        self.critic_obs = critic_obs
-        self.readers = {"actor": "policy", "critic": critic_obs}
-        self.obs_terms = group_terms(obs_dims, obs_shapes)
-        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs, self.obs_terms)
-        self.obs_encoders = build_obs_encoders(self.obs_terms, self.readers, encoder, activation)
-        widths = feature_dims(self.obs_terms, self.readers, self.obs_encoders)
+        widths = init_readers(self, obs_dims, obs_shapes, critic_obs, normalize_obs, encoder, activation)
         self.actor = build_mlp(widths["actor"], actor_hidden, action_dim, activation, output_gain=0.01)
         self.critic = build_mlp(widths["critic"], critic_hidden, 1, activation, output_gain=1.0)
         self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))

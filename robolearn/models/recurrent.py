@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from robolearn.config import EncoderConfig
-from robolearn.models.actor_critic import (build_activation, build_mlp, build_obs_normalizers,
-                                           gaussian_log_prob_entropy, gaussian_sample, update_obs_normalizers)
-from robolearn.models.encoder import ObsShapes, build_obs_encoders, encode_obs, feature_dims, group_terms
+from robolearn.models.actor_critic import (build_activation, build_mlp, gaussian_log_prob_entropy, gaussian_sample,
+                                           init_readers, update_obs_normalizers)
+from robolearn.models.encoder import ObsShapes, encode_obs
 from robolearn.models.normalizer import ReduceMoments
 from robolearn.models.policy import ActionScores, Policy, PolicyStep
 from robolearn.models.trajectories import Trajectories
@@ -86,13 +86,7 @@ class RecurrentActorCritic(Policy):
         super().__init__()
         cell = self.cell
         self.rnn_hidden, self.rnn_layers = rnn_hidden, rnn_layers
-        self.critic_obs = critic_obs
-        self.obs_dims = dict(obs_dims)
-        self.readers = {"actor": "policy", "critic": critic_obs}
-        self.obs_terms = group_terms(obs_dims, obs_shapes)
-        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs, self.obs_terms)
-        self.obs_encoders = build_obs_encoders(self.obs_terms, self.readers, encoder, activation)
-        widths = feature_dims(self.obs_terms, self.readers, self.obs_encoders)
+        widths = init_readers(self, obs_dims, obs_shapes, critic_obs, normalize_obs, encoder, activation)
         self.actor_memory = Memory(cell, widths["actor"], encoder_hidden, rnn_hidden, rnn_layers, activation)
         self.critic_memory = Memory(cell, widths["critic"], encoder_hidden, rnn_hidden, rnn_layers, activation)
         self.actor = build_mlp(rnn_hidden, actor_hidden, action_dim, activation, output_gain=0.01)

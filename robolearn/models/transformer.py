@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from robolearn.config import EncoderConfig
-from robolearn.models.actor_critic import (build_mlp, build_obs_normalizers, gaussian_log_prob_entropy,
-                                           gaussian_sample, update_obs_normalizers)
+from robolearn.models.actor_critic import (build_mlp, gaussian_log_prob_entropy, gaussian_sample, init_readers,
+                                           update_obs_normalizers)
 from robolearn.models.attention import TransformerMemory
-from robolearn.models.encoder import ObsShapes, build_obs_encoders, encode_obs, feature_dims, group_terms
+from robolearn.models.encoder import ObsShapes, encode_obs
 from robolearn.models.normalizer import ReduceMoments
 from robolearn.models.policy import ActionScores, Policy, PolicyStep
 
@@ -58,13 +58,7 @@ class TransformerActorCritic(Policy):
         encoder: EncoderConfig | None,
     ) -> None:
         super().__init__()
-        self.critic_obs = critic_obs
-        self.obs_dims = dict(obs_dims)
-        self.readers = {"actor": "policy", "critic": critic_obs}
-        self.obs_terms = group_terms(obs_dims, obs_shapes)
-        self.obs_normalizers = build_obs_normalizers(obs_dims, critic_obs, normalize_obs, self.obs_terms)
-        self.obs_encoders = build_obs_encoders(self.obs_terms, self.readers, encoder, activation)
-        widths = feature_dims(self.obs_terms, self.readers, self.obs_encoders)
+        widths = init_readers(self, obs_dims, obs_shapes, critic_obs, normalize_obs, encoder, activation)
         sizes = dict(encoder_hidden=encoder_hidden, context=context, layers=layers, heads=heads, width=width,
                      ffn_hidden=ffn_hidden, activation=activation)
         self.actor_memory = TransformerMemory(widths["actor"], **sizes)
