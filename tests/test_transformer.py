@@ -165,8 +165,8 @@ def test_garbage_in_masked_context_slots_leaves_loss_and_gradients_unchanged():
 
     def with_garbage(slots):
         start = state.clone()
-        entries = start[:, :-1].unflatten(1, (history, 2 * layers))  # [2, K - 1, 2L, N, W]: a view
-        entries.masked_fill_(slots[None, :, None, :, None], 1e3)  # every block's keys and values there
+        entries = start[:, :-1].unflatten(1, (2 * layers, history))  # [2, 2L, K - 1, N, W]: a view
+        entries.masked_fill_(slots[None, None, :, :, None], 1e3)  # every block's keys and values there
         start[:, -1, :, 1:] = 1e3  # the counter row's unused columns
         return start
 

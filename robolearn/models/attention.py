@@ -16,13 +16,13 @@ step: acting costs one new token per step, and the effective horizon of L blocks
 steps.
 
 **The context** (the state of one reader) is ``[R, N, W]`` with R = 2·L·(K − 1) + 1 rows of
-``width`` values per env: the K − 1 previous steps, oldest first, each an entry of 2L rows (block
-0's key and value, block 1's, ...), then a row whose column 0 holds n: how many of those steps
-belong to the env's current episode (the latest n are valid). Each step drops the oldest entry,
-appends the new one and counts n ← min(n + 1, K − 1). An all-zero context (an episode start,
+``width`` values per env: block 0's keys of the K − 1 previous steps (oldest first), block 0's
+values of those steps, block 1's keys, block 1's values, ..., then a row whose column 0 holds n:
+how many of those steps belong to the env's current episode (the latest n are valid). Each step
+drops the oldest step from every block's keys and values, appends the new one and counts
+n ← min(n + 1, K − 1). An all-zero context (an episode start,
 ``Policy.reset_state``) has n = 0: attention covers the current episode's steps only. Rows of
-invalid steps are never read (their weight is exactly 0); they must be finite. A block's keys (or
-values) are every 2L-th row, a strided view that a step reads in place.
+invalid steps are never read (their weight is exactly 0); they must be finite.
 
 **Training** (:meth:`TransformerMemory.sequence`) runs a stored rollout ``[T, n]`` in one call from
 the context each env had when it started: the queries of the T steps attend over the K − 1 + T
@@ -71,28 +71,32 @@ class AttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.ffn = nn.Sequential(_linear(width, ffn_hidden, gain=math.sqrt(2.0)), build_activation(activation),
                                  _linear(ffn_hidden, width, gain=1.0))
+        #: ``[W, H]``: 1 where feature w belongs to head h (sums a product's features per head)
+        self.register_buffer("head_sum", torch.eye(heads).repeat_interleave(self.head_dim, dim=0), persistent=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., W]`` -> ``[..., H, d_h]`` (a view)."""
         return x.unflatten(-1, (self.heads, self.head_dim))
 
     def step(self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor,
-             invalid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of B envs: tokens ``x`` ``[B, W]``, the K − 1 previous keys and values
-        ``[K − 1, B, W]`` (oldest first, read in place) and ``invalid`` ``[B, 1, K]`` (the window's
-        slots not to read, the current step last) -> the block's output ``[B, W]`` and this step's
-        key and value."""
+        ``[K − 1, B, W]`` (oldest first) and ``mask`` ``[K, B, 1]`` (0 for a window slot to read,
+        −inf for one not to, the current step last) -> the block's output ``[B, W]`` and the
+        window's keys and values ``[K, B, W]`` (this step's last).
+
+        Elementwise products and sums over a 0/1 head matrix instead of per-head matrix products:
+        at batch 1 the exported graph is a few dozen small dense operators, no reshapes or einsums
+        (deployment latency); the training path (:meth:`sequence`) uses batched matrix products."""
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        q = self._heads(q * self.scale)  # [B, H, d]
-        past = torch.einsum("bhd,jbhd->bhj", q, self._heads(past_keys))  # [B, H, K − 1]
-        current = torch.einsum("bhd,bhd->bh", q, self._heads(k)).unsqueeze(-1)  # [B, H, 1]
+        keys = torch.cat([past_keys, k.unsqueeze(0)])  # [K, B, W]
+        values = torch.cat([past_values, v.unsqueeze(0)])
+        scores = (keys * (q * self.scale)) @ self.head_sum  # [K, B, H]: q·k per head
         # slot j of the window is K − 1 − j steps old: the biases in slot order are b reversed
-        scores = (torch.cat([past, current], dim=-1) + self.age_bias.flip(-1)).masked_fill(invalid, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        attended = (torch.einsum("bhj,jbhd->bhd", weights[..., :-1], self._heads(past_values))
-                    + weights[..., -1:] * self._heads(v))
-        x = x + self.out(attended.flatten(1))
-        return x + self.ffn(self.norm2(x)), k, v
+        weights = torch.softmax(scores + self.age_bias.flip(-1).T.unsqueeze(1) + mask, dim=0)
+        attended = ((weights @ self.head_sum.T) * values).sum(0)  # [B, W]: Σ_s α_ts v_s per head
+        x = x + self.out(attended)
+        return x + self.ffn(self.norm2(x)), keys, values
 
     def sequence(self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, mask: torch.Tensor,
                  age: torch.Tensor) -> torch.Tensor:
@@ -144,33 +148,32 @@ class TransformerMemory(nn.Module):
         """A reader's features ``[..., D]`` -> tokens ``[..., width]``."""
         return self.embed(self.encoder(features))
 
-    def _past(self, context: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block ``layer``'s keys and values in a context ``[R, B, W]``, each ``[K − 1, B, W]``
-        (strided views: every 2L-th row)."""
-        entry, end = 2 * self.layers, self.rows - 1
-        return context[2 * layer:end:entry], context[2 * layer + 1:end:entry]
+    def _unpack(self, context: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Each block's keys and values in a context ``[R, B, W]`` (each ``[K − 1, B, W]``) and the
+        counter row ``[1, B, W]``: views, one split (one operator in the exported graph)."""
+        *parts, count = context.split([self.history] * (2 * self.layers) + [1])
+        return [(parts[2 * layer], parts[2 * layer + 1]) for layer in range(self.layers)], count
 
-    def _valid(self, context: torch.Tensor) -> torch.Tensor:
-        """``[B, K]``: which window slots (the previous steps, oldest first, then the current one)
-        belong to the current episode."""
-        return self.window_slots + context[-1, :, :1] >= self.history
+    def _valid(self, count: torch.Tensor) -> torch.Tensor:
+        """``[K, B, 1]``: which window slots (the previous steps, oldest first, then the current
+        one) belong to the current episode, from the counter row ``[1, B, W]``."""
+        return self.window_slots[:, None, None] + count[..., :1] >= self.history
 
     def step(self, features: torch.Tensor, context: torch.Tensor, out: torch.Tensor | None = None,
              advance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One step: features ``[B, D]`` and the context ``[R, B, W]`` -> outputs ``[B, width]`` and
-        the next context (written into ``out`` when given: one copy of the context, no
-        concatenation; None with ``advance=False``, for a value that does not advance the state)."""
+        the next context (written into ``out`` when given, no concatenation; None with
+        ``advance=False``, for a value that does not advance the state)."""
         x = self.tokens(features)
-        invalid = ~self._valid(context).unsqueeze(1)  # [B, 1, K]
-        entry = []
-        for layer, block in enumerate(self.blocks):
-            x, k, v = block.step(x, *self._past(context, layer), invalid)
-            entry += [k, v]
+        pasts, count = self._unpack(context)
+        mask = torch.where(self._valid(count), 0.0, float("-inf"))  # [K, B, 1], added to the scores
+        windows = []
+        for block, past in zip(self.blocks, pasts):
+            x, keys, values = block.step(x, *past, mask)
+            windows += [keys[1:], values[1:]]  # drop the oldest step, keep this one
         if not advance:
             return self.norm(x), None
-        count = torch.clamp(context[-1:] + self.count_step, max=float(self.history))
-        entry = torch.cat(entry, dim=-1).unflatten(-1, (2 * self.layers, self.width)).transpose(0, 1)  # [2L, B, W]
-        rows = [context[2 * self.layers:-1], entry, count]  # drop the oldest entry, append the new
+        rows = [*windows, torch.clamp(count + self.count_step, max=float(self.history))]
         if out is None:
             return self.norm(x), torch.cat(rows)
         start = 0
@@ -187,7 +190,8 @@ class TransformerMemory(nn.Module):
         ends = dones.bool().long()
         episode = ends.cumsum(0) - ends  # [T, n]: episode ends before step t
         key_episode = torch.cat([torch.zeros_like(episode[:1]).expand(history, -1), episode])  # [S, n]
-        key_valid = torch.cat([self._valid(context)[:, :-1].T, torch.ones_like(episode, dtype=torch.bool)])  # [S, n]
+        pasts, count = self._unpack(context)
+        key_valid = torch.cat([self._valid(count)[:-1, :, 0], torch.ones_like(episode, dtype=torch.bool)])  # [S, n]
         position = torch.arange(history + steps, device=dones.device)
         age = position[history:, None] - position[None, :]  # [T, S]: query t sits at position K − 1 + t
         window = (age >= 0) & (age < self.context)
@@ -195,6 +199,6 @@ class TransformerMemory(nn.Module):
         mask = mask.unsqueeze(1)  # [n, 1, T, S]
         age = age.clamp(0, self.context - 1)
         x = self.tokens(features)
-        for layer, block in enumerate(self.blocks):
-            x = block.sequence(x, *self._past(context, layer), mask, age)
+        for block, past in zip(self.blocks, pasts):
+            x = block.sequence(x, *past, mask, age)
         return self.norm(x)
