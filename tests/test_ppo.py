@@ -173,3 +173,48 @@ def test_non_finite_update_raises():
     storage.rewards[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite"):
         ppo.update(storage)
+
+
+# --- reward scaling (algorithm.normalize_rewards) ----------------------------------------------
+
+def test_return_scale_divides_by_the_std_of_the_discounted_returns():
+    from robolearn.algorithms.return_scale import ReturnScale
+
+    gamma = 0.9
+    scale = ReturnScale(gamma)
+    first = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 4.0]])
+    dones = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    # by hand: env 0 G = 1, 0.9 + 3 = 3.9 (ends), 0.5; env 1 G = 2, 1.8 - 1 = 0.8, 0.72 + 4 = 4.72
+    g_first = torch.tensor([1.0, 3.9, 0.5, 2.0, 0.8, 4.72], dtype=torch.float64)
+    scaled = scale.scale_(first.clone(), dones)
+    std = g_first.var(correction=0).add(1e-8).sqrt()
+    torch.testing.assert_close(scaled, first / std.float())
+    # the next rollout continues each env's G (env 0 from 0.5, env 1 from 4.72) and merges the moments
+    second = torch.tensor([[2.0, -3.0]])
+    g_second = torch.tensor([0.45 + 2.0, 4.248 - 3.0], dtype=torch.float64)
+    scaled = scale.scale_(second.clone(), torch.zeros(1, 2))
+    std = torch.cat([g_first, g_second]).var(correction=0).add(1e-8).sqrt()
+    torch.testing.assert_close(scaled, second / std.float())
+    torch.testing.assert_close(scale.running_return, g_second.float())
+
+
+def test_normalized_rewards_learn_whatever_the_reward_scale_and_survive_a_checkpoint():
+    """Rewards x1000: the critic's targets stay a few units and PPO still learns the bandit."""
+    model, storage, ppo, bandit = make(seed=0, lr=3e-3, normalize_rewards=True)
+    test_obs = bandit.observe(2048)
+
+    def mean_reward():
+        with torch.no_grad():
+            return bandit.reward(test_obs, model.act_inference(test_obs, model.initial_state(2048))[0]).mean().item()
+
+    initial = mean_reward()
+    for _ in range(25):
+        collect(model, storage, bandit)
+        storage.rewards.mul_(1000.0)
+        stats = ppo.update(storage)
+    assert mean_reward() > 0.1 * initial
+    assert stats["value_loss"] < 10.0  # scaled: not the (1000 x reward)^2 of the raw returns
+    assert ppo.return_scale.std > 100.0
+    _, _, restored, _ = make(normalize_rewards=True)
+    restored.load_state_dict(ppo.state_dict())
+    torch.testing.assert_close(restored.return_scale.std, ppo.return_scale.std)

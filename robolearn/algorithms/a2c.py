@@ -41,12 +41,13 @@ class A2C(OnPolicyAlgorithm):
         lr: float,
         max_grad_norm: float,
         normalize_advantage: bool,
+        normalize_rewards: bool,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
         super().__init__(policy, num_epochs=1, num_minibatches=1, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
-                         normalize_advantage=normalize_advantage, device=device,
+                         normalize_advantage=normalize_advantage, normalize_rewards=normalize_rewards, device=device,
                          distributed=distributed)
 
     def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,

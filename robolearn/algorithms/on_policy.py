@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from robolearn.algorithms.gae import compute_gae, normalize_advantages
+from robolearn.algorithms.return_scale import ReturnScale
 from robolearn.models import Policy, gaussian_kl
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class OnPolicyAlgorithm:
         lr: float,
         max_grad_norm: float,
         normalize_advantage: bool,
+        normalize_rewards: bool,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
@@ -71,6 +73,8 @@ class OnPolicyAlgorithm:
         self.entropy_coef = entropy_coef
         self.max_grad_norm = max_grad_norm
         self.normalize_advantage = normalize_advantage
+        #: rewards ÷ the running std of the discounted return (robolearn.algorithms.return_scale), or None
+        self.return_scale = ReturnScale(gamma).to(self.device) if normalize_rewards else None
         # the lr lives on the device (float64 on CPU: the same numbers as a Python float; the fused
         # CUDA kernel reads a float32 lr tensor), so an adaptive rule needs no host sync
         lr_dtype = torch.float32 if self.device.type == "cuda" else torch.float64
@@ -102,9 +106,13 @@ class OnPolicyAlgorithm:
         return (advantages - mean) / (std + 1e-8)
 
     def compute_returns(self, storage: RolloutStorage) -> None:
-        """Fill the storage's ``advantages`` and ``returns`` with GAE(γ, λ)."""
+        """Fill the storage's ``advantages`` and ``returns`` with GAE(γ, λ) (of the scaled rewards
+        with ``normalize_rewards``: the storage's rewards are divided in place)."""
         if storage.step != storage.num_steps:
             raise RuntimeError(f"rollout incomplete: {storage.step} of {storage.num_steps} steps added")
+        if self.return_scale is not None:
+            reduce = self.distributed.reduce_moments if self.distributed is not None else None
+            self.return_scale.scale_(storage.rewards, storage.dones, reduce)
         advantages, returns = compute_gae(storage.rewards, storage.values, storage.dones, storage.next_values,
                                           self.gamma, self.lam)
         storage.advantages.copy_(advantages)
@@ -168,11 +176,16 @@ class OnPolicyAlgorithm:
         self.policy.update_normalizers(obs, reduce)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "lr": self.lr}
+        state = {"optimizer": self.optimizer.state_dict(), "lr": self.lr}
+        if self.return_scale is not None:
+            state["return_scale"] = self.return_scale.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self._set_lr(state["lr"])
+        if self.return_scale is not None and "return_scale" in state:  # (absent: a run that did not scale)
+            self.return_scale.load_state_dict(state["return_scale"])
 
     def _set_lr(self, lr: float) -> None:
         self.lr_tensor.fill_(lr)

@@ -76,6 +76,7 @@ class PPO(OnPolicyAlgorithm):
         desired_kl: float,
         max_grad_norm: float,
         normalize_advantage: bool,
+        normalize_rewards: bool,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
@@ -83,7 +84,7 @@ class PPO(OnPolicyAlgorithm):
             raise ValueError(f"lr_schedule must be 'adaptive' or 'fixed', got {lr_schedule!r}")
         super().__init__(policy, num_epochs, num_minibatches, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
-                         normalize_advantage=normalize_advantage, device=device,
+                         normalize_advantage=normalize_advantage, normalize_rewards=normalize_rewards, device=device,
                          distributed=distributed)
         self.clip_ratio = clip_ratio
         self.clip_value = clip_value

@@ -150,6 +150,8 @@ class AlgorithmConfig(StrictModel):
     desired_kl: float = Field(0.01, gt=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     normalize_advantage: bool = True
+    #: divide rewards by the running std of the discounted return (robolearn.algorithms.return_scale)
+    normalize_rewards: bool = False
 
     @model_validator(mode="after")
     def _keys_of_the_algorithm(self) -> "AlgorithmConfig":
