@@ -10,6 +10,10 @@ against wall-clock for every task.
 
     python bench/time_to_train.py nav navpo reach push pickplace mobilepick [--minutes M] [--out DIR]
     python bench/time_to_train.py configs/fetch_reach.yaml      # any experiment config
+    python bench/time_to_train.py --runs runs/mobile_pick/<stamp> ...   # evaluate finished runs only
+
+Each point also keeps the behaviour metrics the task reports (``bumps``, ``max_carry_height``,
+``thrown_or_dropped``, ...: their episode means), written to the JSON.
 
 Runs one task after the other; run it alone (on 2 cores a figure taken beside another job is void).
 The peer is the same script's table from an earlier commit: the README keeps the last one.
@@ -36,6 +40,8 @@ TASKS = {"nav": "nav.yaml", "navpo": "nav_po_lstm.yaml", "navdepth": "nav_depth.
          "push": "push.yaml", "pickplace": "pickplace.yaml", "mobilepick": "mobile_pick.yaml",
          "fetch_reach": "fetch_reach.yaml", "fetch_pickplace": "fetch_pickplace.yaml"}
 LEVELS = (0.5, 0.9)
+#: episode metrics kept beside success (the behaviour a robot may show), where the task reports them
+BEHAVIOUR = ("bumps", "collisions", "max_carry_height", "thrown_or_dropped", "drops", "spl")
 
 
 def config_path(task: str) -> Path:
@@ -79,8 +85,11 @@ def evaluate(run_dir: Path, episodes: int) -> list[dict[str, float]]:
         result = run_episodes(policy, env, episodes)
         env.close()
         row = metrics[state["iteration"]]
+        behaviour = {k[:-len("_mean")]: v for k, v in result.items() if k[:-len("_mean")] in BEHAVIOUR}
         points.append({"iteration": state["iteration"], "env_steps": int(row["env_steps"]),
-                       "wall_s": float(row["wall_s"]), "success": result["success_rate"]})
+                       "wall_s": float(row["wall_s"]), "success": result["success_rate"], **behaviour})
+        print(f"{run_dir.name} it {state['iteration']:5d} {float(row['wall_s']) / 60:5.1f} min: success "
+              f"{result['success_rate']:.1%} " + " ".join(f"{k} {v:.3f}" for k, v in behaviour.items()), flush=True)
     return points
 
 
@@ -121,7 +130,9 @@ def plot(results: dict[str, list[dict[str, float]]], png: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("tasks", nargs="+", help=f"{', '.join(TASKS)} or experiment config paths")
+    parser.add_argument("tasks", nargs="+", help=f"{', '.join(TASKS)} or experiment config paths (with --runs: "
+                        "run directories to evaluate, no training)")
+    parser.add_argument("--runs", action="store_true", help="the arguments are finished runs' directories")
     parser.add_argument("--minutes", type=float, help="training budget per task (default: the config's max_seconds)")
     parser.add_argument("--checkpoints", type=int, default=20, help="checkpoints over the budget (default 20)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per checkpoint (default 100)")
@@ -130,8 +141,8 @@ def main() -> None:
 
     results = {}
     for task in args.tasks:
-        run_dir, _ = train(task, args.out, args.minutes, args.checkpoints)
-        results[Path(task).stem] = evaluate(run_dir, args.episodes)
+        run_dir = Path(task) if args.runs else train(task, args.out, args.minutes, args.checkpoints)[0]
+        results[run_dir.name if args.runs else Path(task).stem] = evaluate(run_dir, args.episodes)
         print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "time_to_train.md").write_text(table(results) + "\n")

@@ -65,6 +65,18 @@ def reward_lift(height: np.ndarray, grasped: np.ndarray, lift_height: float) -> 
     return grasped * np.clip(height / lift_height, 0.0, 1.0)
 
 
+def reward_carry_height(height: np.ndarray, grasped: np.ndarray, limit: float) -> np.ndarray:
+    """Metres the held object is above ``limit`` over its resting height (0 at or below it, or
+    when not held): weighted negative, it keeps a carried object low."""
+    return grasped * np.maximum(height - limit, 0.0)
+
+
+def reward_drop(lost: np.ndarray, in_zone: np.ndarray) -> np.ndarray:
+    """1 at the step a lifted object leaves the gripper outside the target zone (weighted negative:
+    let go only where it belongs)."""
+    return (lost & ~in_zone).astype(np.float64)
+
+
 def reward_place(distance: np.ndarray, std: float, gate: np.ndarray | float = 1.0) -> np.ndarray:
     """Object-target closeness ``1 - tanh(distance / std)``, times ``gate`` (PickPlace: grasped)."""
     return gate * (1.0 - np.tanh(distance / std))

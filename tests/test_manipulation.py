@@ -12,7 +12,7 @@ from robolearn.envs.arm.base import grasp_indicator
 from robolearn.envs.robots.ik import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
-from robolearn.envs.rewards import reward_lift, reward_place, reward_reach
+from robolearn.envs.rewards import reward_carry_height, reward_drop, reward_lift, reward_place, reward_reach
 
 from robolearn.config import RandomizationConfig
 
@@ -113,6 +113,10 @@ def test_reward_terms_on_values():
     np.testing.assert_allclose(reward_lift(np.array([0.05, 0.05, 0.3]), np.array([1.0, 0.0, 1.0]), 0.1), [0.5, 0, 1])
     assert reward_reach(np.array([0.0]), 0.1)[0] == 1.0 and reward_reach(np.array([1.0]), 0.1)[0] < 1e-6
     np.testing.assert_allclose(reward_place(np.zeros(2), 0.1, np.array([1.0, 0.0])), [1.0, 0.0])
+    held = np.array([1.0, 1.0, 0.0])
+    np.testing.assert_allclose(reward_carry_height(np.array([0.2, 0.4, 0.4]), held, 0.25), [0.0, 0.15, 0.0])
+    lost, in_zone = np.array([True, True, False]), np.array([False, True, False])
+    np.testing.assert_array_equal(reward_drop(lost, in_zone), [1.0, 0.0, 0.0])
 
 
 def _grasp_pose(env, i):
@@ -357,6 +361,38 @@ def test_mobile_pick_cube_in_the_zone_without_a_grasp_is_no_success():
         assert not term[0]
     assert np.linalg.norm(env.object_pos[0, :2] - zone) < env.cfg.zone_radius
     assert not env.grasped[0] and not env.episode_success[0]
+
+
+def test_mobile_pick_carry_start_puts_the_cube_in_the_closed_gripper():
+    """``carry_start`` 1: every episode starts holding the cube (it stays held while the base drives
+    and the gripper stays closed, and falls when it opens); nominal 0: on the table."""
+    env = MobilePickEnv(num_envs=8, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0))
+    env.reset(seed=0)
+    np.testing.assert_allclose(env.object_pos, env.ee_pos, atol=1e-9)
+    hold = np.zeros((8, 8))
+    hold[:, :2], hold[:, 7] = [-0.4, 0.4], 1.0  # turn on the spot, gripper closed, arm still
+    for _ in range(25):
+        _, reward, terminated, _, _ = env.step(hold)
+        assert env.grasped.all() and not terminated.any()
+    assert (env.object_pos[:, 2] > env.table_z).all()
+    carry_height = env.episode_reward_terms[:, list(env.reward_weights.names).index("carry_height")]
+    assert (carry_height == 0.0).all()  # held below carry_height_limit: no penalty
+    hold[:, :2], hold[:, 7] = 0.0, -1.0  # open: the cube falls below the table top, which ends the episode
+    dropped = np.zeros(8, bool)
+    for _ in range(15):
+        _, _, terminated, _, info = env.step(hold)
+        first = terminated & ~dropped  # (the next episodes start holding, and the gripper opens at once)
+        dropped |= terminated
+        if first.any():
+            episode = {k: v[first] for k, v in info["episode"].items()}
+            assert (episode["drops"] >= 1).all() and (episode["success"] == 0).all()
+            np.testing.assert_allclose(episode["reward/drop"], env.cfg.rewards.drop)  # let go outside the zone, once
+    assert dropped.all()
+    env = MobilePickEnv(num_envs=64, nthread=1, seed=0, randomization=_layout_randomization(carry_start=0.5))
+    env.reset(seed=0)
+    held = np.linalg.norm(env.object_pos - env.ee_pos, axis=-1) < 1e-6
+    assert 0.25 < held.mean() < 0.75
+    np.testing.assert_allclose(env.object_pos[~held, 2], env.object_rest_z[~held])  # the others on the table
 
 
 def test_scripted_mobile_pick_drives_grasps_and_delivers_the_cube():

@@ -41,6 +41,7 @@ class ObjectMetrics:
         self.off_table = np.zeros(n, bool)
         self.released = np.zeros(n, bool)  # left the gripper while lifted, not at rest yet
         self.thrown_or_dropped = np.zeros(n, bool)
+        self.lost_grasp = np.zeros(n, bool)  # this step: the object left the gripper while lifted
 
     def _reset_object_metrics(self, ids: np.ndarray) -> None:
         self.grasp_step[ids] = -1
@@ -51,6 +52,7 @@ class ObjectMetrics:
         self.off_table[ids] = False
         self.released[ids] = False
         self.thrown_or_dropped[ids] = False
+        self.lost_grasp[ids] = False
 
     def in_target_zone(self) -> np.ndarray:
         """Whether each env's object is in the task's target zone (N,): within the success radius
@@ -65,6 +67,7 @@ class ObjectMetrics:
         self.max_lift = np.maximum(self.max_lift, lift)
         self.max_carry_height = np.maximum(self.max_carry_height, np.where(grasped, lift, 0.0))
         lost = self.lifted_grasp & ~grasped & (lift > LIFTED)
+        self.lost_grasp = lost
         fell = (self.object_pos[:, 2] < self.table_z - OFF_TABLE) & ~grasped & ~self.off_table & self.uses_object
         self.drops += lost | fell
         self.off_table |= fell

@@ -17,8 +17,10 @@ frame (the ``target`` term is the drop zone relative to the cube), plus the base
 and yaw rate and the table's centre in the base frame; ``critic`` adds the base pose and bumper
 force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN section 2 (decrease
 of the distance from the arm mount to the cube, velocity toward it, both until the cube is
-grasped), then the pick terms (reach, grasp, lift gated by the grasp), then carrying (decrease of
-the cube-zone distance and shaped closeness, gated by the grasp), success bonus, action-rate,
+grasped and only beyond ``reach_standoff``, where the arm reaches it: nothing to gain by pushing
+into the table), then the pick terms (reach, grasp, lift gated by the grasp), then carrying (decrease of
+the cube-zone distance and shaped closeness, gated by the grasp; a penalty on a held cube's height
+above ``carry_height_limit``; one for letting a lifted cube go outside the zone), success bonus, action-rate,
 joint-limit and collision penalties.
 
 Episode metrics: the arm tasks' (:mod:`robolearn.envs.arm.base`; the target zone is the drop zone,
@@ -46,6 +48,8 @@ from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.rewards import (
     count_collisions,
     reward_collision,
+    reward_drop,
+    reward_carry_height,
     reward_grasp,
     reward_lift,
     reward_place,
@@ -83,6 +87,8 @@ class MobilePickRewards(StrictModel):
     lift: float = 8.0   # pressed to the table and never lifted it (3.6 M steps)
     carry_progress: float = 4.0
     carry: float = 2.0
+    carry_height: float = -10.0  # per metre above carry_height_limit, per step
+    drop: float = -20.0  # the step a lifted cube leaves the gripper outside the zone
     success: float = 8.0
     action_rate: float = -0.005
     joint_limit: float = -0.1
@@ -107,6 +113,11 @@ class MobilePickConfig(ArmTaskConfig):
     collision_force: float = Field(1e-3, ge=0.0)
     reach_std: float = Field(0.1, gt=0.0)
     carry_std: float = Field(0.5, gt=0.0)
+    reach_standoff: float = Field(0.5, ge=0.0, description="metres from the arm mount to the cube (floor plane) "
+                                  "within which the arm reaches it: the navigation terms stop rewarding driving "
+                                  "closer (into the table)")
+    carry_height_limit: float = Field(0.25, gt=0.0, description="metres above the cube's resting height (on the "
+                                      "table) beyond which the carry_height term penalises a held cube")
     rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
 
     @model_validator(mode="after")
@@ -206,11 +217,14 @@ class MobilePickEnv(ArmTaskEnv):
         (``zone_distance``, metres), the most the zone's bearing from the table centre differs from
         the start's (``zone_bearing``, rad: small keeps the zone on the robot's side of the table,
         pi puts it anywhere, behind the table too), and the start heading's deviation from facing
-        the table (``heading_noise``, rad). Nominal values are the full task: the configured upper
-        ends, pi and pi."""
+        the table (``heading_noise``, rad). And ``carry_start``: the probability that an episode
+        starts with the cube already in the closed gripper (the carry and place half of the task
+        alone; the table stays where it is). Nominal values are the full task: the configured upper
+        ends, pi, pi and 0."""
         cfg = self.cfg
         return {**super()._layout_nominal(), "table_distance": cfg.table_distance.hi,
-                "zone_distance": cfg.zone_distance.hi, "zone_bearing": np.pi, "heading_noise": np.pi}
+                "zone_distance": cfg.zone_distance.hi, "zone_bearing": np.pi, "heading_noise": np.pi,
+                "carry_start": 0.0}
 
     def _sample_layout(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Robot start, table centre and zone centre (k, 2): the table with room to drive around it,
@@ -281,6 +295,26 @@ class MobilePickEnv(ArmTaskEnv):
         qpos[:, a + 3], qpos[:, a + 4:a + 6], qpos[:, a + 6] = np.cos(yaw / 2), 0.0, np.sin(yaw / 2)
         self.qpos[ids] = qpos
         self.object_rest_z[ids] = self.table_z + half
+        holding = rng.uniform(size=k) < self.layout_params["carry_start"][ids]
+        if holding.any():
+            self._place_in_gripper(ids[holding], half[holding])
+
+    def _place_in_gripper(self, ids: np.ndarray, half: np.ndarray) -> None:
+        """Start ``ids`` with the cube (half sides ``half``) centred at the end effector, its faces
+        along the hand's axes, and the fingers closed on it (``carry_start``)."""
+        gripper, a = self.gripper, self._obj_qpos
+        quat = np.zeros((ids.size, 4))
+        for i, rot in enumerate(self.site_xmat[ids, self.arm.ee_site]):
+            mujoco.mju_mat2Quat(quat[i], rot)
+        qpos = self.qpos[ids]
+        qpos[:, a:a + 3] = self.ee_pos[ids]
+        qpos[:, a + 3:a + 7] = quat
+        closed_on = np.clip(half / (gripper.opening / 2), 0.0, 1.0)  # the open fraction of a gap 2 * half
+        qpos[:, gripper.qpos] = gripper.targets(closed_on)
+        self.qpos[ids] = qpos
+        ctrl = self.ctrl[ids]
+        ctrl[:, gripper.actuators] = gripper.ctrl(np.zeros(ids.size))
+        self.ctrl[ids] = ctrl
 
     def _sample_target(self, ids: np.ndarray) -> np.ndarray:
         target = np.zeros((ids.size, 3))
@@ -299,8 +333,9 @@ class MobilePickEnv(ArmTaskEnv):
 
     # ------------------------------------------------------------------ step
     def _nav_distance(self) -> np.ndarray:
-        """Floor-plane distance from the arm mount to the cube."""
-        return np.linalg.norm((self.object_pos - self.site_xpos[:, self._mount_site])[:, :2], axis=-1)
+        """Floor-plane distance from the arm mount to the cube beyond ``reach_standoff`` (0 within it)."""
+        distance = np.linalg.norm((self.object_pos - self.site_xpos[:, self._mount_site])[:, :2], axis=-1)
+        return np.maximum(distance - self.cfg.reach_standoff, 0.0)
 
     def _apply_actions(self, actions: np.ndarray) -> None:
         self.ctrl[:, self._wheel_act] = actions[:, :2] * self.cfg.max_wheel_speed
@@ -317,12 +352,15 @@ class MobilePickEnv(ArmTaskEnv):
         collision = reward_collision(self.sensordata[:, self._bumper], cfg.collision_force)
         terms = {
             "nav_progress": reward_progress(self.nav_distance, nav, 1.0 - grasped),
-            "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2], 1.0 - grasped),
+            "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2],
+                                                   (1.0 - grasped) * (nav > 0.0)),
             "reach": reward_reach(state["ee_obj"], cfg.reach_std),
             "grasp": reward_grasp(grasped),
             "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
             "carry_progress": reward_progress(self.carry_distance, carry, grasped),
             "carry": reward_place(carry, cfg.carry_std, grasped),
+            "carry_height": reward_carry_height(state["lift"], grasped, cfg.carry_height_limit),
+            "drop": reward_drop(self.lost_grasp, carry < cfg.zone_radius),
             "success": reward_success(success),
             **self._penalty_terms(actions),
             "collision": collision,
