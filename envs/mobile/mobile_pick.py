@@ -80,19 +80,21 @@ def closest_zone(zone_radius: float) -> float:
 
 
 class MobilePickRewards(StrictModel):
-    nav_progress: float = 1.0
-    nav_velocity: float = 0.1
-    reach: float = 0.5
+    # navigation and carrying weighted so that holding the cube does not drown them: with lift 8 per
+    # step and nav_progress 1 per metre the base never learned to reach the table (configs/mobile_pick.yaml)
+    nav_progress: float = 10.0
+    nav_velocity: float = 1.0
+    reach: float = 1.0
     grasp: float = 0.5  # small next to lift: with grasp 1 / lift 4 a policy learned to hold the cube
-    lift: float = 8.0   # pressed to the table and never lifted it (3.6 M steps)
-    carry_progress: float = 4.0
+    lift: float = 2.0   # pressed to the table and never lifted it (3.6 M steps)
+    carry_progress: float = 20.0
     carry: float = 2.0
     carry_height: float = -10.0  # per metre above carry_height_limit, per step
     drop: float = -20.0  # the step a lifted cube leaves the gripper outside the zone
-    success: float = 8.0
+    success: float = 10.0
     action_rate: float = -0.005
     joint_limit: float = -0.1
-    collision: float = -0.05
+    collision: float = -1.0
 
 
 class MobilePickConfig(ArmTaskConfig):
