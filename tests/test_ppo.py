@@ -139,8 +139,10 @@ def test_minibatches_visit_every_sample_once_per_epoch():
 
 # --- PPO end to end ---------------------------------------------------------------------------
 
-def test_ppo_learns_a_contextual_bandit():
-    model, storage, ppo, bandit = make(seed=0, lr=3e-3)
+def train_bandit(reward_scale=1.0, **ppo_kwargs):
+    """25 PPO updates on the bandit (rewards times ``reward_scale``): the mean test reward before and
+    after, the last update's statistics and the algorithm."""
+    model, storage, ppo, bandit = make(seed=0, lr=3e-3, **ppo_kwargs)
     test_obs = bandit.observe(2048)
 
     def mean_reward():
@@ -150,8 +152,13 @@ def test_ppo_learns_a_contextual_bandit():
     initial = mean_reward()
     for _ in range(25):
         collect(model, storage, bandit)
+        storage.rewards.mul_(reward_scale)
         stats = ppo.update(storage)
-    final = mean_reward()
+    return initial, mean_reward(), stats, ppo
+
+
+def test_ppo_learns_a_contextual_bandit():
+    initial, final, stats, _ = train_bandit()
     assert initial < -0.5
     assert final > 0.1 * initial, (initial, final)  # the squared error shrank at least 10-fold
     assert set(stats) == {"policy_loss", "value_loss", "entropy", "kl", "lr", "clip_fraction"}
@@ -200,19 +207,8 @@ def test_return_scale_divides_by_the_std_of_the_discounted_returns():
 
 def test_normalized_rewards_learn_whatever_the_reward_scale_and_survive_a_checkpoint():
     """Rewards x1000: the critic's targets stay a few units and PPO still learns the bandit."""
-    model, storage, ppo, bandit = make(seed=0, lr=3e-3, normalize_rewards=True)
-    test_obs = bandit.observe(2048)
-
-    def mean_reward():
-        with torch.no_grad():
-            return bandit.reward(test_obs, model.act_inference(test_obs, model.initial_state(2048))[0]).mean().item()
-
-    initial = mean_reward()
-    for _ in range(25):
-        collect(model, storage, bandit)
-        storage.rewards.mul_(1000.0)
-        stats = ppo.update(storage)
-    assert mean_reward() > 0.1 * initial
+    initial, final, stats, ppo = train_bandit(1000.0, normalize_rewards=True)
+    assert final > 0.1 * initial
     assert stats["value_loss"] < 10.0  # scaled: not the (1000 x reward)^2 of the raw returns
     assert ppo.return_scale.std > 100.0
     _, _, restored, _ = make(normalize_rewards=True)

@@ -33,7 +33,8 @@ class ReturnScale(nn.Module):
         self.register_buffer("running_return", torch.zeros(0))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a checkpoint from another number of envs: start their discounted returns from zero
+        # the buffer is sized at the first rollout: size it to the saved one so that it loads
+        # (scale_ restarts it from zero if the run now has another number of envs)
         key = prefix + "running_return"
         if key in state_dict:
             self.running_return = torch.zeros_like(state_dict[key])
