@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 
 def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
@@ -73,30 +73,33 @@ class AttentionBlock(nn.Module):
                                  _linear(ffn_hidden, width, gain=1.0))
         #: ``[W, H]``: 1 where feature w belongs to head h (sums a product's features per head)
         self.register_buffer("head_sum", torch.eye(heads).repeat_interleave(self.head_dim, dim=0), persistent=False)
+        #: ``head_sum / √d_h``: the per-head sum of q * k that is the scaled score (no separate scaling)
+        self.register_buffer("score_sum", self.head_sum * self.scale, persistent=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., W]`` -> ``[..., H, d_h]`` (a view)."""
         return x.unflatten(-1, (self.heads, self.head_dim))
 
-    def step(self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor,
+    def step(self, x: torch.Tensor, past_keys: Sequence[torch.Tensor], past_values: Sequence[torch.Tensor],
              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step of B envs: tokens ``x`` ``[B, W]``, the K − 1 previous keys and values
-        ``[K − 1, B, W]`` (oldest first) and ``mask`` ``[K, B, 1]`` (0 for a window slot to read,
-        −inf for one not to, the current step last) -> the block's output ``[B, W]`` and the
-        window's keys and values ``[K, B, W]`` (this step's last).
+        """One step of B envs: tokens ``x`` ``[B, W]``, the K − 1 previous keys and values (each
+        given as row blocks ``[*, B, W]`` that concatenate to ``[K − 1, B, W]``, oldest first) and
+        ``mask`` ``[K, B, 1]`` (0 for a window slot to read, −inf for one not to, the current step
+        last) -> the block's output ``[B, W]`` and this step's key and value ``[1, B, W]``.
 
         Elementwise products and sums over a 0/1 head matrix instead of per-head matrix products:
         at batch 1 the exported graph is a few dozen small dense operators, no reshapes or einsums
         (deployment latency); the training path (:meth:`sequence`) uses batched matrix products."""
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        keys = torch.cat([past_keys, k.unsqueeze(0)])  # [K, B, W]
-        values = torch.cat([past_values, v.unsqueeze(0)])
-        scores = (keys * (q * self.scale)) @ self.head_sum  # [K, B, H]: q·k per head
+        k, v = k.unsqueeze(0), v.unsqueeze(0)
+        keys = torch.cat([*past_keys, k])  # [K, B, W]
+        values = torch.cat([*past_values, v])
+        scores = (keys * q) @ self.score_sum  # [K, B, H]: q·k / √d_h per head
         # slot j of the window is K − 1 − j steps old: the biases in slot order are b reversed
         weights = torch.softmax(scores + self.age_bias.flip(-1).T.unsqueeze(1) + mask, dim=0)
         attended = ((weights @ self.head_sum.T) * values).sum(0)  # [B, W]: Σ_s α_ts v_s per head
         x = x + self.out(attended)
-        return x + self.ffn(self.norm2(x)), keys, values
+        return x + self.ffn(self.norm2(x)), k, v
 
     def sequence(self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, mask: torch.Tensor,
                  age: torch.Tensor) -> torch.Tensor:
@@ -148,11 +151,15 @@ class TransformerMemory(nn.Module):
         """A reader's features ``[..., D]`` -> tokens ``[..., width]``."""
         return self.embed(self.encoder(features))
 
-    def _unpack(self, context: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Each block's keys and values in a context ``[R, B, W]`` (each ``[K − 1, B, W]``) and the
-        counter row ``[1, B, W]``: views, one split (one operator in the exported graph)."""
-        *parts, count = context.split([self.history] * (2 * self.layers) + [1])
-        return [(parts[2 * layer], parts[2 * layer + 1]) for layer in range(self.layers)], count
+    def _unpack(self, context: torch.Tensor) -> tuple[list[tuple[list[Tensor], list[Tensor]]], Tensor]:
+        """Each block's keys and values in a context ``[R, B, W]``, each as its oldest row and the
+        K − 2 rows after it (the rows the next context keeps), and the counter row ``[1, B, W]``:
+        views, one split (one operator in the exported graph; no slicing of concatenated windows)."""
+        rows = [1, self.history - 1] if self.history > 1 else [1]
+        *parts, count = context.split(rows * (2 * self.layers) + [1])
+        n = len(rows)
+        blocks = [parts[i:i + n] for i in range(0, len(parts), n)]
+        return [(blocks[2 * layer], blocks[2 * layer + 1]) for layer in range(self.layers)], count
 
     def _valid(self, count: torch.Tensor) -> torch.Tensor:
         """``[K, B, 1]``: which window slots (the previous steps, oldest first, then the current
@@ -168,9 +175,9 @@ class TransformerMemory(nn.Module):
         pasts, count = self._unpack(context)
         mask = torch.where(self._valid(count), 0.0, float("-inf"))  # [K, B, 1], added to the scores
         windows = []
-        for block, past in zip(self.blocks, pasts):
-            x, keys, values = block.step(x, *past, mask)
-            windows += [keys[1:], values[1:]]  # drop the oldest step, keep this one
+        for block, (past_keys, past_values) in zip(self.blocks, pasts):
+            x, k, v = block.step(x, past_keys, past_values, mask)
+            windows += [*past_keys[1:], k, *past_values[1:], v]  # drop the oldest step, keep this one
         if not advance:
             return self.norm(x), None
         rows = [*windows, torch.clamp(count + self.count_step, max=float(self.history))]
@@ -199,6 +206,6 @@ class TransformerMemory(nn.Module):
         mask = mask.unsqueeze(1)  # [n, 1, T, S]
         age = age.clamp(0, self.context - 1)
         x = self.tokens(features)
-        for block, past in zip(self.blocks, pasts):
-            x = block.sequence(x, *past, mask, age)
+        for block, (past_keys, past_values) in zip(self.blocks, pasts):
+            x = block.sequence(x, torch.cat(past_keys), torch.cat(past_values), mask, age)
         return self.norm(x)
