@@ -49,6 +49,11 @@ def reward_collision(bumper_force: np.ndarray, threshold: float) -> np.ndarray:
     return (bumper_force > threshold).astype(np.float64)
 
 
+def reward_contact(touching: np.ndarray) -> np.ndarray:
+    """1 while a body touches what it must not (MobilePick: the chassis and the table or a wall)."""
+    return touching.astype(np.float64)
+
+
 def reward_reach(distance: np.ndarray, std: float) -> np.ndarray:
     """Shaped closeness in [0, 1]: ``1 - tanh(distance / std)``."""
     return 1.0 - np.tanh(distance / std)

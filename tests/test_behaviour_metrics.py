@@ -123,7 +123,7 @@ def _layout(**values):
 
 def test_mobile_pick_counts_bumps_into_the_table_once_per_contact():
     """Facing the table 0.6 m away: drive into it and keep pushing (one bump, bounces included),
-    back off, drive in again (a second bump)."""
+    back off, drive in again (a second bump). The bump reward term costs every step of contact."""
     env = MobilePickEnv(num_envs=1, nthread=1, seed=1, episode_seconds=4.0,
                         randomization=_layout(table_distance=0.6, zone_distance=0.7, zone_bearing=1.5,
                                               heading_noise=0.0))
@@ -147,4 +147,5 @@ def test_mobile_pick_counts_bumps_into_the_table_once_per_contact():
     assert env.bumps[0] == 2
     info = drive(0.0, env.max_episode_steps - env.episode_step[0])
     assert info["episode"]["bumps"][0] == 2 and info["episode"]["collisions"][0] >= 2
+    np.testing.assert_allclose(info["episode"]["reward/bump"][0], env.cfg.rewards.bump * sum(touching))
     assert {"bumps", "collisions", "max_carry_height", "thrown_or_dropped"} <= set(env.episode_metrics)

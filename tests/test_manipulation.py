@@ -364,17 +364,24 @@ def test_mobile_pick_cube_in_the_zone_without_a_grasp_is_no_success():
 
 
 def test_mobile_pick_carry_start_puts_the_cube_in_the_closed_gripper():
-    """``carry_start`` 1: every episode starts holding the cube (it stays held while the base drives
-    and the gripper stays closed, and falls when it opens); nominal 0: on the table."""
+    """``carry_start`` 1: every episode starts where a grasp leaves the robot, beside the table and
+    facing it, holding the cube above the table top (it stays held while the base turns away and the
+    gripper stays closed, and falls when it opens); nominal 0: on the table."""
     env = MobilePickEnv(num_envs=8, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0))
     env.reset(seed=0)
     np.testing.assert_allclose(env.object_pos, env.ee_pos, atol=1e-9)
+    b = env._base_qpos
+    edge_gap = np.abs(env.qpos[:, b:b + 2] - env.table).max(-1) - 0.25 - env.base.footprint
+    assert ((edge_gap >= 0.05 - 1e-9) & (edge_gap <= 0.15 + 1e-9)).all()  # a few cm off the table edge
+    assert (np.abs(env.object_pos[:, :2] - env.table).max(-1) < 0.25).all()  # over the table
+    assert (env.object_pos[:, 2] > env.object_rest_z + 0.05).all()
     hold = np.zeros((8, 8))
-    hold[:, :2], hold[:, 7] = [-0.4, 0.4], 1.0  # turn on the spot, gripper closed, arm still
-    for _ in range(25):
+    hold[:, :2], hold[:, 7] = [-0.4, 0.4], 1.0  # turn on the spot (~65 deg), gripper closed, arm still
+    for _ in range(60):
         _, reward, terminated, _, _ = env.step(hold)
         assert env.grasped.all() and not terminated.any()
-    assert (env.object_pos[:, 2] > env.table_z).all()
+    assert (np.abs(env.object_pos[:, :2] - env.table).max(-1) > 0.25).all()  # carried off the table
+    assert (env.bumps == 0).all()
     carry_height = env.episode_reward_terms[:, list(env.reward_weights.names).index("carry_height")]
     assert (carry_height == 0.0).all()  # held below carry_height_limit: no penalty
     hold[:, :2], hold[:, 7] = 0.0, -1.0  # open: the cube falls below the table top, which ends the episode
@@ -434,3 +441,25 @@ def test_scripted_mobile_pick_drives_grasps_and_delivers_the_cube():
     assert drive_toward(env.target[0, :2], lambda: env.episode_success[0], 1.0, 150)
     assert env.grasped[0] and np.linalg.norm(env.object_pos[0, :2] - env.target[0, :2]) < env.cfg.zone_radius
     assert env.episode_step[0] < env.max_episode_steps  # within the episode
+
+
+def test_mobile_pick_carry_route_goes_around_the_table():
+    """The carry progress distance: straight where the line clears the table's disc, tangents and
+    arc where it would cross it (a zone behind the table), out on the holding robot's side from a
+    cube over the table, and continuous where the cube leaves the disc."""
+    from robolearn.envs.mobile.mobile_pick import route_length
+
+    r, centre, mount = 0.55, np.zeros((1, 2)), np.array([[1.0, 0.0]])
+
+    def route(start, goal):
+        return route_length(np.array([start], float), np.array([goal], float), centre, r, exit_toward=mount)[0]
+
+    assert route([1.0, 1.0], [1.0, -1.0]) == pytest.approx(2.0)  # clears the disc: straight
+    around = (np.sqrt(0.6 ** 2 - r ** 2) + np.sqrt(1.2 ** 2 - r ** 2)
+              + r * (np.pi - np.arccos(r / 0.6) - np.arccos(r / 1.2)))
+    assert route([0.6, 0.0], [-1.2, 0.0]) == pytest.approx(around)  # behind the table: around it
+    assert route([-0.05, 0.0], [1.5, 0.0]) == pytest.approx(0.6 + 0.95)  # over the table: out toward the robot
+    edge = np.array([route([x, 0.0], [-1.5, 0.0]) for x in (0.549999, 0.550001)])
+    assert abs(edge[1] - edge[0]) < 1e-4
+    tangent = [route([-1.0, y], [1.0, y]) for y in (0.549, 0.551)]  # grazing the disc: the straight length
+    np.testing.assert_allclose(tangent, 2.0, atol=1e-5)

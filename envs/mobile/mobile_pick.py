@@ -18,10 +18,12 @@ and yaw rate and the table's centre in the base frame; ``critic`` adds the base 
 force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN section 2 (decrease
 of the distance from the arm mount to the cube, velocity toward it, both until the cube is
 grasped and only beyond ``reach_standoff``, where the arm reaches it: nothing to gain by pushing
-into the table), then the pick terms (reach, grasp, lift gated by the grasp), then carrying (decrease of
-the cube-zone distance and shaped closeness, gated by the grasp; a penalty on a held cube's height
-above ``carry_height_limit``; one for letting a lifted cube go outside the zone), success bonus, action-rate,
-joint-limit and collision penalties.
+into the table), then the pick terms (reach, grasp, lift gated by the grasp), then carrying
+(decrease of the cube's route to the zone, around the table where the straight line crosses it,
+as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
+grasp; a penalty on a held cube's height above ``carry_height_limit``; one for letting a lifted
+cube go outside the zone), success bonus, action-rate, joint-limit, collision (the bumper
+pressing on anything) and bump (the chassis touching the table or a wall) penalties.
 
 Episode metrics: the arm tasks' (:mod:`robolearn.envs.arm.base`; the target zone is the drop zone,
 so a cube let go over it is not ``thrown_or_dropped``) and
@@ -48,6 +50,7 @@ from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.rewards import (
     count_collisions,
     reward_collision,
+    reward_contact,
     reward_drop,
     reward_carry_height,
     reward_grasp,
@@ -72,6 +75,36 @@ MAX_LAYOUT_DISTANCE = 3.0
 BUMP_GEOMS = ("table", "wall_n", "wall_s", "wall_e", "wall_w")
 #: control steps clear of them before a contact counts as a new bump (a bounce while pushing does not)
 BUMP_CLEAR_STEPS = 3
+#: rad off facing the table for an episode that starts beside it holding the cube (``carry_start``)
+CARRY_START_HEADING = 0.3
+#: metres from the table centre: the disc the carry route goes around (how close the base's centre
+#: comes to the middle of a table side), so that a zone behind the table is not reached through it
+ROUTE_RADIUS = TABLE_HALF + ROBOT_RADIUS
+
+
+def route_length(start: np.ndarray, goal: np.ndarray, centre: np.ndarray, radius: float,
+                 exit_toward: np.ndarray) -> np.ndarray:
+    """Length of the shortest planar path (k,) from ``start`` to ``goal`` (k, 2) that keeps out of
+    the disc of ``radius`` around ``centre`` (k, 2): the straight segment where it clears the disc,
+    else the tangent from each end and the arc between the tangent points. A start inside the disc
+    (a cube over the table) first goes straight to the disc's edge on the side of ``exit_toward``
+    (k, 2: the arm mount, the side the robot holds it from); ``goal`` lies outside."""
+    u, w = start - centre, goal - centre
+    inside = np.linalg.norm(u, axis=-1) < radius
+    side = exit_toward - centre
+    edge = radius * side / np.maximum(np.linalg.norm(side, axis=-1, keepdims=True), 1e-9)
+    out = np.where(inside, np.linalg.norm(edge - u, axis=-1), 0.0)
+    u = np.where(inside[:, None], edge, u)
+    du, dw = np.linalg.norm(u, axis=-1), np.linalg.norm(w, axis=-1)
+    segment = w - u
+    along = np.clip(-(u * segment).sum(-1) / np.maximum((segment ** 2).sum(-1), 1e-12), 0.0, 1.0)
+    clears = np.linalg.norm(u + along[:, None] * segment, axis=-1) >= radius - 1e-9
+    angle = np.arccos(np.clip((u * w).sum(-1) / np.maximum(du * dw, 1e-12), -1.0, 1.0))
+    tangents = (np.arccos(np.minimum(radius / np.maximum(du, 1e-9), 1.0))
+                + np.arccos(np.minimum(radius / np.maximum(dw, 1e-9), 1.0)))
+    around = (np.sqrt(np.maximum(du ** 2 - radius ** 2, 0.0)) + np.sqrt(np.maximum(dw ** 2 - radius ** 2, 0.0))
+              + radius * np.maximum(angle - tangents, 0.0))
+    return out + np.where(clears, np.linalg.norm(segment, axis=-1), around)
 
 
 def closest_zone(zone_radius: float) -> float:
@@ -95,6 +128,7 @@ class MobilePickRewards(StrictModel):
     action_rate: float = -0.005
     joint_limit: float = -0.1
     collision: float = -1.0
+    bump: float = -1.0  # per step the chassis touches the table or a wall (what the bumps metric counts)
 
 
 class MobilePickConfig(ArmTaskConfig):
@@ -162,12 +196,13 @@ class MobilePickEnv(ArmTaskEnv):
         self._mount_site = m.site(self.cfg.robot.mount.site).id
         self.table = np.zeros((n, 2))
         self.nav_distance = np.zeros(n)
-        self.carry_distance = np.zeros(n)
+        self.carry_route = np.zeros(n)
         self.collisions = np.zeros(n, np.int64)
         self.in_collision = np.zeros(n, bool)
         self._bump_sensors = np.array([m.sensor_adr[m.sensor(f"bump_{g}").id] for g in BUMP_GEOMS])
         self.bumps = np.zeros(n, np.int64)
         self.steps_clear = np.full(n, BUMP_CLEAR_STEPS)  # control steps since the chassis last touched table or wall
+        self.carry_started = np.zeros(n, bool)  # the episode started beside the table holding the cube
 
     def robot_specs(self) -> list[RobotSpec]:
         return [self.cfg.base, self.cfg.robot]
@@ -220,9 +255,9 @@ class MobilePickEnv(ArmTaskEnv):
         the start's (``zone_bearing``, rad: small keeps the zone on the robot's side of the table,
         pi puts it anywhere, behind the table too), and the start heading's deviation from facing
         the table (``heading_noise``, rad). And ``carry_start``: the probability that an episode
-        starts with the cube already in the closed gripper (the carry and place half of the task
-        alone; the table stays where it is). Nominal values are the full task: the configured upper
-        ends, pi, pi and 0."""
+        starts where a grasp leaves the robot, with the cube in the closed gripper (the carry and
+        place half of the task alone: :meth:`_beside_table`). Nominal values are the full task: the
+        configured upper ends, pi, pi and 0."""
         cfg = self.cfg
         return {**super()._layout_nominal(), "table_distance": cfg.table_distance.hi,
                 "zone_distance": cfg.zone_distance.hi, "zone_bearing": np.pi, "heading_noise": np.pi,
@@ -264,12 +299,15 @@ class MobilePickEnv(ArmTaskEnv):
         return start, table, zone
 
     def _reset_robot(self, ids: np.ndarray) -> None:
-        k = ids.size
+        k, rng = ids.size, self.np_random
         start, table, zone = self._sample_layout(ids)
+        holding = self.carry_started[ids] = rng.uniform(size=k) < self.layout_params["carry_start"][ids]
+        if holding.any():
+            start[holding] = self._beside_table(table[holding], start[holding])
         self._layout = (table, zone)
         to_table = np.arctan2(table[:, 1] - start[:, 1], table[:, 0] - start[:, 0])
-        noise = self.layout_params["heading_noise"][ids]
-        heading = to_table + self.np_random.uniform(-1.0, 1.0, k) * noise
+        noise = np.where(holding, CARRY_START_HEADING, self.layout_params["heading_noise"][ids])
+        heading = to_table + rng.uniform(-1.0, 1.0, k) * noise
         qpos = self.qpos[ids]
         b = self._base_qpos
         qpos[:, b:b + 2] = start
@@ -284,6 +322,20 @@ class MobilePickEnv(ArmTaskEnv):
         self._reset_arm(ids)
         self.ctrl[ids[:, None], self._wheel_act] = 0.0
 
+    def _beside_table(self, table: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Where a grasp leaves the base (k, 2): at the side of the table nearest ``start`` that has
+        room for it (the arena's wall may be closer than a footprint beyond a side), a few
+        centimetres off the table edge and within 10 cm of the side's middle; the caller turns it
+        toward the table, so the arm at rest holds the cube above the table top."""
+        rng, k = self.np_random, table.shape[0]
+        normals = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+        off = TABLE_HALF + self.base.footprint + rng.uniform(0.05, 0.15, (k, 1, 1))
+        along = rng.uniform(-0.1, 0.1, (k, 1, 1)) * normals[None, :, ::-1]
+        spots = table[:, None] + normals[None] * off + along  # (k, 4, 2)
+        room = (np.abs(spots) <= self.cfg.arena_size / 2 - self.base.footprint - 0.05).all(-1)
+        distance = np.where(room, np.linalg.norm(spots - start[:, None], axis=-1), np.inf)
+        return spots[np.arange(k), distance.argmin(-1)]
+
     def _reset_object(self, ids: np.ndarray) -> None:
         """The cube on the table, within ``cube_offset`` of its centre, random yaw."""
         k, rng, cfg = ids.size, self.np_random, self.cfg
@@ -297,7 +349,7 @@ class MobilePickEnv(ArmTaskEnv):
         qpos[:, a + 3], qpos[:, a + 4:a + 6], qpos[:, a + 6] = np.cos(yaw / 2), 0.0, np.sin(yaw / 2)
         self.qpos[ids] = qpos
         self.object_rest_z[ids] = self.table_z + half
-        holding = rng.uniform(size=k) < self.layout_params["carry_start"][ids]
+        holding = self.carry_started[ids]
         if holding.any():
             self._place_in_gripper(ids[holding], half[holding])
 
@@ -327,7 +379,7 @@ class MobilePickEnv(ArmTaskEnv):
     def _reset_task_state(self, ids: np.ndarray) -> None:
         super()._reset_task_state(ids)
         self.nav_distance[ids] = self._nav_distance()[ids]
-        self.carry_distance[ids] = np.linalg.norm((self.target[ids] - self.object_pos[ids])[:, :2], axis=-1)
+        self.carry_route[ids] = self._carry_route()[ids]
         self.collisions[ids] = 0
         self.in_collision[ids] = False
         self.bumps[ids] = 0
@@ -339,6 +391,12 @@ class MobilePickEnv(ArmTaskEnv):
         distance = np.linalg.norm((self.object_pos - self.site_xpos[:, self._mount_site])[:, :2], axis=-1)
         return np.maximum(distance - self.cfg.reach_standoff, 0.0)
 
+    def _carry_route(self) -> np.ndarray:
+        """The cube's way to the drop zone (metres): around the table (:func:`route_length`,
+        :data:`ROUTE_RADIUS`), as the base must go, where the straight line would cross it."""
+        return route_length(self.object_pos[:, :2], self.target[:, :2], self.table, ROUTE_RADIUS,
+                            exit_toward=self.site_xpos[:, self._mount_site, :2])
+
     def _apply_actions(self, actions: np.ndarray) -> None:
         self.ctrl[:, self._wheel_act] = actions[:, :2] * self.cfg.max_wheel_speed
         self._apply_arm_actions(actions[:, 2:])
@@ -348,10 +406,12 @@ class MobilePickEnv(ArmTaskEnv):
         cfg, grasped = self.cfg, state["grasped"]
         nav = self._nav_distance()  # navigation: toward the cube until it is grasped
         carry = np.linalg.norm((self.target - self.object_pos)[:, :2], axis=-1)  # then the cube to the zone
+        route = self._carry_route()
         success = self._held_success((carry < cfg.zone_radius) & self.grasped)
         base_xy = self.qpos[:, self._base_qpos:self._base_qpos + 2]
         base_velocity = self.qvel[:, self._base_dof:self._base_dof + 2]
         collision = reward_collision(self.sensordata[:, self._bumper], cfg.collision_force)
+        bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
         terms = {
             "nav_progress": reward_progress(self.nav_distance, nav, 1.0 - grasped),
             "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2],
@@ -359,20 +419,20 @@ class MobilePickEnv(ArmTaskEnv):
             "reach": reward_reach(state["ee_obj"], cfg.reach_std),
             "grasp": reward_grasp(grasped),
             "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
-            "carry_progress": reward_progress(self.carry_distance, carry, grasped),
+            "carry_progress": reward_progress(self.carry_route, route, grasped),
             "carry": reward_place(carry, cfg.carry_std, grasped),
             "carry_height": reward_carry_height(state["lift"], grasped, cfg.carry_height_limit),
             "drop": reward_drop(self.lost_grasp, carry < cfg.zone_radius),
             "success": reward_success(success),
             **self._penalty_terms(actions),
             "collision": collision,
+            "bump": reward_contact(bumping),
         }
         count_collisions(collision > 0, self.in_collision, self.collisions)
-        bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
         self.bumps += bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
         self.steps_clear = np.where(bumping, 0, np.minimum(self.steps_clear + 1, BUMP_CLEAR_STEPS))
         self.nav_distance = nav
-        self.carry_distance = carry
+        self.carry_route = route
         return terms, self._terminated(success)
 
     def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
