@@ -447,7 +447,7 @@ def test_mobile_pick_carry_route_goes_around_the_table():
     """The carry progress distance: straight where the line clears the table's disc, tangents and
     arc where it would cross it (a zone behind the table), out on the holding robot's side from a
     cube over the table, and continuous where the cube leaves the disc."""
-    from robolearn.envs.mobile.mobile_pick import route_length
+    from robolearn.envs.mobile.geometry import route_length
 
     r, centre, mount = 0.55, np.zeros((1, 2)), np.array([[1.0, 0.0]])
 

@@ -62,6 +62,7 @@ from robolearn.envs.rewards import (
     reward_velocity_toward,
 )
 from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, add_look_at_camera, robot_field
+from robolearn.envs.mobile.geometry import polar, route_length
 from robolearn.envs.sampling import rejection_sample
 
 #: the largest base footprint radius the layout makes room for, metres
@@ -80,31 +81,6 @@ CARRY_START_HEADING = 0.3
 #: metres from the table centre: the disc the carry route goes around (how close the base's centre
 #: comes to the middle of a table side), so that a zone behind the table is not reached through it
 ROUTE_RADIUS = TABLE_HALF + ROBOT_RADIUS
-
-
-def route_length(start: np.ndarray, goal: np.ndarray, centre: np.ndarray, radius: float,
-                 exit_toward: np.ndarray) -> np.ndarray:
-    """Length of the shortest planar path (k,) from ``start`` to ``goal`` (k, 2) that keeps out of
-    the disc of ``radius`` around ``centre`` (k, 2): the straight segment where it clears the disc,
-    else the tangent from each end and the arc between the tangent points. A start inside the disc
-    (a cube over the table) first goes straight to the disc's edge on the side of ``exit_toward``
-    (k, 2: the arm mount, the side the robot holds it from); ``goal`` lies outside."""
-    u, w = start - centre, goal - centre
-    inside = np.linalg.norm(u, axis=-1) < radius
-    side = exit_toward - centre
-    edge = radius * side / np.maximum(np.linalg.norm(side, axis=-1, keepdims=True), 1e-9)
-    out = np.where(inside, np.linalg.norm(edge - u, axis=-1), 0.0)
-    u = np.where(inside[:, None], edge, u)
-    du, dw = np.linalg.norm(u, axis=-1), np.linalg.norm(w, axis=-1)
-    segment = w - u
-    along = np.clip(-(u * segment).sum(-1) / np.maximum((segment ** 2).sum(-1), 1e-12), 0.0, 1.0)
-    clears = np.linalg.norm(u + along[:, None] * segment, axis=-1) >= radius - 1e-9
-    angle = np.arccos(np.clip((u * w).sum(-1) / np.maximum(du * dw, 1e-12), -1.0, 1.0))
-    tangents = (np.arccos(np.minimum(radius / np.maximum(du, 1e-9), 1.0))
-                + np.arccos(np.minimum(radius / np.maximum(dw, 1e-9), 1.0)))
-    around = (np.sqrt(np.maximum(du ** 2 - radius ** 2, 0.0)) + np.sqrt(np.maximum(dw ** 2 - radius ** 2, 0.0))
-              + radius * np.maximum(angle - tangents, 0.0))
-    return out + np.where(clears, np.linalg.norm(segment, axis=-1), around)
 
 
 def closest_zone(zone_radius: float) -> float:
@@ -282,8 +258,8 @@ class MobilePickEnv(ArmTaskEnv):
             t = rng.uniform(-1, 1, (c, 32, 2)) * (half - TABLE_HALF - 0.6)  # room to drive around the table
             start_bearing = rng.uniform(-np.pi, np.pi, (c, 32))
             zone_bearing = start_bearing + rng.uniform(-1.0, 1.0, (c, 32)) * bearing[rows]
-            s = t + _polar(rng.uniform(start_lo[rows], start_hi[rows], (c, 32)), start_bearing)
-            z = t + _polar(rng.uniform(zone_lo[rows], zone_hi[rows], (c, 32)), zone_bearing)
+            s = t + polar(rng.uniform(start_lo[rows], start_hi[rows], (c, 32)), start_bearing)
+            z = t + polar(rng.uniform(zone_lo[rows], zone_hi[rows], (c, 32)), zone_bearing)
             clear = np.linalg.norm(np.maximum(np.abs(s - t) - TABLE_HALF, 0.0), axis=-1) >= ROBOT_RADIUS - 1e-9
             ok = (clear & (np.abs(s) <= half - ROBOT_RADIUS - 0.05).all(-1)
                   & (np.abs(z) <= half - cfg.zone_radius - 0.1).all(-1)
@@ -451,10 +427,6 @@ class MobilePickEnv(ArmTaskEnv):
         terms["base_pose"] = np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1)
         terms["bumper"] = self.sensordata[:, self._bumper]
         return terms
-
-
-def _polar(radius: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    return radius[..., None] * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
 
 
 __all__ = ["MobilePickConfig", "MobilePickEnv"]
