@@ -261,7 +261,7 @@ def test_config_names_the_space_and_rejects_what_does_not_fit():
         load_config("configs/pickplace.yaml", ["env.action_space=cartesian"])
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="ee_yaw: true needs action_space: ee_delta"):
-        load_config("configs/pickplace.yaml", ["env.ee_yaw=true"])
+        load_config("configs/pickplace.yaml", ["env.action_space=joint_delta", "env.ee_yaw=true"])
     joints = PickPlaceEnv(num_envs=1, nthread=1)
     assert joints.action_space_info == {"name": "joint_delta"}
     ee = PickPlaceEnv(num_envs=1, nthread=1, action_space="ee_delta")
