@@ -47,6 +47,7 @@ from pydantic import Field, model_validator
 from robolearn.config import Range, StrictModel
 from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv
 from robolearn.envs.diffdrive.nav import yaw_of
+from robolearn.envs.mobile.geometry import polar, route_length
 from robolearn.envs.rewards import (
     count_collisions,
     reward_collision,
@@ -62,7 +63,6 @@ from robolearn.envs.rewards import (
     reward_velocity_toward,
 )
 from robolearn.envs.robots import BaseHandles, RobotSpec, RobotSpecError, add_look_at_camera, robot_field
-from robolearn.envs.mobile.geometry import polar, route_length
 from robolearn.envs.sampling import rejection_sample
 
 #: the largest base footprint radius the layout makes room for, metres
