@@ -33,6 +33,8 @@ def apply_physics(model: mujoco.MjModel, physics: PhysicsConfig) -> None:
         opt.ls_iterations = physics.ls_iterations
     if physics.cone is not None:
         opt.cone = CONES[physics.cone]
+    if physics.noslip_iterations is not None:
+        opt.noslip_iterations = physics.noslip_iterations
     for solref, solimp in ((model.geom_solref, model.geom_solimp), (model.pair_solref, model.pair_solimp)):
         if physics.solref_timeconst_scale is not None:
             standard = solref[:, 0] > 0  # (timeconst, dampratio); negative values are (-stiffness, -damping)
@@ -51,7 +53,8 @@ def physics_differs(model: mujoco.MjModel, physics: PhysicsConfig) -> list[str]:
         if key == "cone" and CONES[value] == model.opt.cone:
             continue
         if (key == "solver_iterations" and value == model.opt.iterations) or \
-                (key == "ls_iterations" and value == model.opt.ls_iterations):
+                (key == "ls_iterations" and value == model.opt.ls_iterations) or \
+                (key == "noslip_iterations" and value == model.opt.noslip_iterations):
             continue
         if key in ("timestep_scale", "solref_timeconst_scale") and value == 1.0 or key == "control_jitter" and value == 0:
             continue

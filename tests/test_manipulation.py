@@ -402,6 +402,36 @@ def test_mobile_pick_carry_start_puts_the_cube_in_the_closed_gripper():
     np.testing.assert_allclose(env.object_pos[~held, 2], env.object_rest_z[~held])  # the others on the table
 
 
+@pytest.mark.parametrize("noslip", [None, 0])
+def test_mobile_pick_held_cube_does_not_creep_out_of_the_gripper(noslip):
+    """The scene's noslip pass holds a cube still in the closed gripper for a 10 s carry; without it
+    MuJoCo's soft contacts let it creep out along the fingers under its own weight (~3 mm/s with
+    the scene's pyramidal cones) until it slips out."""
+    physics = None if noslip is None else {"noslip_iterations": noslip}
+    env = MobilePickEnv(num_envs=4, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0),
+                        physics=physics)
+    env.reset(seed=0)
+    assert env.batch.get_model(0).opt.noslip_iterations == (2 if noslip is None else noslip)
+    hold = np.zeros((4, 8))
+    hold[:, :2], hold[:, 7] = [0.3, 0.5], 1.0  # drive while turning, arm still, gripper closed
+
+    def along_fingers():  # the cube's offset from the end effector along the hand's axis, metres
+        axis = env.site_xmat[:, env.arm.ee_site].reshape(-1, 3, 3)[:, :, 2]
+        return ((env.object_pos - env.ee_pos) * axis).sum(-1)
+
+    for _ in range(10):  # settle
+        env.step(hold)
+    start, held = along_fingers(), np.ones(4, bool)
+    for _ in range(250):
+        env.step(hold)
+        held &= env.grasped
+    slip_mm = 1000 * (along_fingers() - start)
+    if noslip is None:
+        assert held.all() and (np.abs(slip_mm) < 1.0).all(), slip_mm
+    else:
+        assert (~held | (slip_mm > 5.0)).all(), slip_mm
+
+
 def test_scripted_mobile_pick_drives_grasps_and_delivers_the_cube():
     """The easiest curriculum layout through the action interface: drive up to the table, grasp and
     lift the cube with IK-guided joint deltas, turn and drive until the held cube is over the zone."""

@@ -86,6 +86,9 @@ class PhysicsConfig(StrictModel):
     solver_iterations: int | None = Field(None, gt=0, description="constraint solver iterations (opt.iterations)")
     ls_iterations: int | None = Field(None, gt=0, description="line-search iterations (opt.ls_iterations)")
     cone: Literal["pyramidal", "elliptic"] | None = None
+    noslip_iterations: int | None = Field(None, ge=0, description=(
+        "iterations of MuJoCo's noslip pass after the solver (opt.noslip_iterations; 0: none, contacts "
+        "creep under a steady tangential load)"))
     solref_timeconst_scale: float | None = Field(None, gt=0.0, description=(
         "every contact's solref time constant x this (> 1: softer contacts); MuJoCo keeps it >= 2 timesteps"))
     solimp: list[float] | None = Field(None, description=(
