@@ -15,8 +15,9 @@ One YAML file describes an experiment::
 
 from robolearn.config.loading import (ConfigOrigin, apply_overrides, dump_config, first_error, load_config,
                                       parse_override, read_yaml, validate_config)
+from robolearn.config.physics import PhysicsConfig
 from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, RANDOMIZATION_TARGETS, AdrConfig, AlgorithmConfig,
-                                     Config, ConfigError, EncoderConfig, EnvConfig, PhysicsConfig, PolicyConfig,
+                                     Config, ConfigError, EncoderConfig, EnvConfig, PolicyConfig,
                                      RandomizationConfig, RandomizationParam, Range, IntRange, RecurrentPolicyConfig,
                                      TrainerConfig, TransformerPolicyConfig, Selection, StrictModel, env_config_class,
                                      policy_config_class, register_env_config, register_policy_config)
