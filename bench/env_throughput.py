@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import gymnasium
@@ -96,7 +97,12 @@ def main() -> None:
                         "--tasks")
     parser.add_argument("overrides", nargs="*", metavar="env.KEY=VALUE", help="env keys to change, e.g. "
                         "env.action_space=ee_delta")
-    args = parser.parse_args()
+    # KEY=VALUE words are the overrides wherever they stand (after --tasks or --envs too, whose lists
+    # would otherwise take them)
+    argv = sys.argv[1:]
+    overrides = [word for word in argv if "=" in word and not word.startswith("-")]
+    args = parser.parse_args([word for word in argv if word not in overrides])
+    args.overrides = overrides
     env_kwargs, label = {}, "".join(f", {o}" for o in args.overrides)
     if args.config:
         from robolearn.config import load_config
