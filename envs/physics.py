@@ -2,9 +2,9 @@
 compiled model, and the number of physics steps in one control step.
 
 ``apply_physics`` edits the ``MjModel`` a task built before the batch copies it: the integrator,
-the timestep (the caller keeps the control period by running more substeps), the solver's
-iterations and friction cone, and every contact's solref / solimp (geoms and explicit contact
-pairs). ``control_substeps`` draws a control step's length when the period jitters.
+the timestep (the caller keeps the control period by running more substeps), the iterations of the
+solver, its line search and the noslip pass, the friction cone, and every contact's solref / solimp
+(geoms and explicit contact pairs). ``control_substeps`` draws a control step's length when the period jitters.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ INTEGRATORS = {"euler": mujoco.mjtIntegrator.mjINT_EULER, "rk4": mujoco.mjtInteg
                "implicit": mujoco.mjtIntegrator.mjINT_IMPLICIT,
                "implicitfast": mujoco.mjtIntegrator.mjINT_IMPLICITFAST}
 CONES = {"pyramidal": mujoco.mjtCone.mjCONE_PYRAMIDAL, "elliptic": mujoco.mjtCone.mjCONE_ELLIPTIC}
+#: PhysicsConfig keys that set an iteration count of ``MjModel.opt`` as given -> the option's name
+ITERATION_OPTIONS = {"solver_iterations": "iterations", "ls_iterations": "ls_iterations",
+                     "noslip_iterations": "noslip_iterations"}
 
 
 def apply_physics(model: mujoco.MjModel, physics: PhysicsConfig) -> None:
@@ -27,14 +30,11 @@ def apply_physics(model: mujoco.MjModel, physics: PhysicsConfig) -> None:
         opt.integrator = INTEGRATORS[physics.integrator]
     if physics.timestep_scale is not None:
         opt.timestep = opt.timestep * physics.timestep_scale
-    if physics.solver_iterations is not None:
-        opt.iterations = physics.solver_iterations
-    if physics.ls_iterations is not None:
-        opt.ls_iterations = physics.ls_iterations
+    for key, option in ITERATION_OPTIONS.items():
+        if getattr(physics, key) is not None:
+            setattr(opt, option, getattr(physics, key))
     if physics.cone is not None:
         opt.cone = CONES[physics.cone]
-    if physics.noslip_iterations is not None:
-        opt.noslip_iterations = physics.noslip_iterations
     for solref, solimp in ((model.geom_solref, model.geom_solimp), (model.pair_solref, model.pair_solimp)):
         if physics.solref_timeconst_scale is not None:
             standard = solref[:, 0] > 0  # (timeconst, dampratio); negative values are (-stiffness, -damping)
@@ -52,9 +52,7 @@ def physics_differs(model: mujoco.MjModel, physics: PhysicsConfig) -> list[str]:
             continue
         if key == "cone" and CONES[value] == model.opt.cone:
             continue
-        if (key == "solver_iterations" and value == model.opt.iterations) or \
-                (key == "ls_iterations" and value == model.opt.ls_iterations) or \
-                (key == "noslip_iterations" and value == model.opt.noslip_iterations):
+        if key in ITERATION_OPTIONS and value == getattr(model.opt, ITERATION_OPTIONS[key]):
             continue
         if key in ("timestep_scale", "solref_timeconst_scale") and value == 1.0 or key == "control_jitter" and value == 0:
             continue
