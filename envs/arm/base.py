@@ -82,21 +82,6 @@ def grasp_indicator(pad_forces: np.ndarray, near_object: np.ndarray, threshold: 
     return (touching & near_object).astype(np.float64)
 
 
-def grip_span(model: mujoco.MjModel, arm: ArmHandles, gripper: GripperHandles) -> tuple[float, float]:
-    """How far the pads reach along the gripper's approach axis (metres, back and front) from the
-    midpoint of their touch sites, read off the model at its reference pose: the sites are boxes,
-    each projected onto the axis. Fixed for a gripper whose fingers close across that axis."""
-    data = mujoco.MjData(model)
-    mujoco.mj_kinematics(model, data)
-    axis = data.site_xmat[arm.ee_site].reshape(3, 3) @ arm.ee_axis
-    sites = gripper.grasp_sites
-    centre = data.site_xpos[sites].mean(axis=0)
-    along = (data.site_xpos[sites] - centre) @ axis
-    # a box's half extent along the axis: its half sizes weighted by |axis| in the box's frame
-    extent = np.array([np.abs(data.site_xmat[s].reshape(3, 3).T @ axis) @ model.site_size[s] for s in sites])
-    return float((along - extent).min()), float((along + extent).max())
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers
 
@@ -163,7 +148,6 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
         #: the arm's and gripper's indices in the model (robolearn.envs.robots.handles)
         self.arm = ArmHandles(model, self.cfg.robot)
         self.gripper = GripperHandles(model, self.cfg.robot)
-        self._grip_span = grip_span(model, self.arm, self.gripper)
         #: how arm actions become joint targets (env.action_space, robolearn.envs.arm.actions)
         self.arm_actions = arm_actions(self.cfg, self.arm, model)
         #: the action space an exported contract names (``action.space``)
@@ -271,23 +255,6 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
     @property
     def object_pos(self) -> np.ndarray:
         return self.qpos[:, self._obj_qpos:self._obj_qpos + 3]
-
-    def grip_centre(self) -> np.ndarray:
-        """World midpoint (N, 3) of the grasp geoms' touch sites: the middle of the grip."""
-        return self.site_xpos[:, self.gripper.grasp_sites].mean(axis=1)
-
-    def between_fingers(self, point: np.ndarray) -> np.ndarray:
-        """Whether a cube centred at ``point`` (N, 3, world) lies between the fingers (N,): along
-        the approach axis within the pads' span (:func:`grip_span`) widened by the cube's half side
-        (a fingertip pinch holds the cube beyond the tips), and off that axis within the half side
-        + 2 cm. Measured from the grip's middle, so a cube held deep in the hand counts as held."""
-        axis = np.einsum("nij,j->ni", self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3), self.arm.ee_axis)
-        offset = point - self.grip_centre()
-        along = np.einsum("ni,ni->n", offset, axis)
-        across = np.linalg.norm(offset - along[:, None] * axis, axis=-1)
-        back, front = self._grip_span
-        half = self.object_half
-        return (along > back - half) & (along < front + half) & (across < half + 0.02)
 
     def pad_forces(self) -> np.ndarray:
         """Contact forces (N, k) on the gripper's grasp geoms (their touch sensors)."""
@@ -416,7 +383,8 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
         self.prev_ee = ee.copy()
         forces = self.pad_forces()
         ee_obj = np.linalg.norm(obj - ee, axis=-1)
-        grasped = grasp_indicator(forces, self.between_fingers(obj), self.cfg.grasp_force) > 0
+        near = ee_obj < self.object_half + 0.02
+        grasped = grasp_indicator(forces, near, self.cfg.grasp_force) > 0
         lift = obj[:, 2] - self.object_rest_z
         self._track_object(grasped, lift, forces)
         self.grasped = grasped

@@ -46,7 +46,6 @@ from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
 from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv
-from robolearn.envs.arm.object_metrics import LIFTED
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.geometry import polar, route_length
 from robolearn.envs.rewards import (
@@ -355,10 +354,6 @@ class MobilePickEnv(ArmTaskEnv):
 
     def _reset_task_state(self, ids: np.ndarray) -> None:
         super()._reset_task_state(ids)
-        # a carry start holds the cube from the first step: letting it go is a drop like any other
-        held = ids[self.carry_started[ids]]
-        self.grasped[held] = True
-        self.lifted_grasp[held] = self.object_pos[held, 2] - self.object_rest_z[held] > LIFTED
         self.nav_distance[ids] = self._nav_distance()[ids]
         self.carry_route[ids] = self._carry_route()[ids]
         self.collisions[ids] = 0

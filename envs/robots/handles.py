@@ -51,7 +51,7 @@ class ArmHandles:
 
 class GripperHandles:
     """A gripper's joints and actuators behind one open (1) - closed (0) command, and the touch
-    sensors and sites of its grasp geoms."""
+    sensors of its grasp geoms."""
 
     def __init__(self, model: mujoco.MjModel, robot: RobotSpec):
         gripper, p = robot.gripper, robot.prefix
@@ -67,8 +67,6 @@ class GripperHandles:
         self.closed = np.array(gripper.closed_pos, float)
         self.opening = gripper.opening
         self.touch = np.array([model.sensor_adr[model.sensor(f"{p}{g}_grasp").id] for g in gripper.grasp_geoms])
-        #: the grasp geoms' touch sites (boxes around the pads: where the grip holds an object)
-        self.grasp_sites = np.array([model.site(f"{p}{g}_grasp").id for g in gripper.grasp_geoms])
 
     def targets(self, fraction: np.ndarray) -> np.ndarray:
         """Joint targets (N, joints) for open fractions (N,): 0 closed, 1 open."""
