@@ -286,7 +286,6 @@ def test_runner_step_allocates_nothing_per_call(exported):
     runner = PolicyRunner(exported[1])
     obs = np.random.default_rng(0).normal(size=23).astype(np.float32)
     context = np.zeros((61, 1, 64), np.float32)  # the size of the runner's context: 15.6 KB
-    peak_bytes(lambda: runner.step(obs))  # the first measure in a process sees one-off allocations (~3 KB)
     plain = peak_bytes(lambda: runner.step(obs))
     copying = peak_bytes(lambda: (context.copy(), runner.step(obs)))
     # Python's own short-lived objects only (a few KB at most), never an array of the context's size
