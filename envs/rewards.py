@@ -136,6 +136,12 @@ class RewardWeights:
                 raise RuntimeError(f"{self.task}: reward term {name!r} has shape {np.shape(value)}, "
                                    f"expected ({num_envs},)")
 
+    def set_weight(self, name: str, weight: float) -> None:
+        """Change one term's weight from the next step on (a constraint's multiplier)."""
+        if name not in self.weights:
+            raise KeyError(f"{self.task}: no reward term {name!r} (terms: {', '.join(self.names)})")
+        self.weights[name] = float(weight)
+
     def weigh(self, terms: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """``weight * term`` for every term, in weight order."""
         return [weight * terms[name] for name, weight in self.weights.items()]

@@ -42,6 +42,7 @@ from robolearn.checkpoint import (CHECKPOINT_DIR, LATEST, CheckpointError, check
                                   load_checkpoint, load_policy_state, obs_shapes, run_layout, save_checkpoint,
                                   to_numpy)
 from robolearn.config import Config
+from robolearn.constraints import ConstraintMultipliers
 from robolearn.distributed import (Distributed, cpu_count, merge_episode_lists, resolve_device, resolve_threads,
                                   torch_threads)
 from robolearn.envs import make_env
@@ -121,6 +122,8 @@ class Trainer:
         window = max(100, self.total_envs)
         self.episodes: dict[str, collections.deque] = {key: collections.deque(maxlen=window)
                                                         for key in self.env.episode_metrics}
+        self.constraints = ConstraintMultipliers(config, self.env.reward_weights, tuple(self.env.episode_metrics),
+                                                 window)
         #: the observation and policy state the next rollout starts from (None: reset the envs)
         self.obs: dict[str, torch.Tensor] | None = None
         self.policy_state: torch.Tensor | None = None
@@ -222,6 +225,7 @@ class Trainer:
         episodes, elapsed, collect_s = self._synchronize(episodes, time.perf_counter() - start, collect_s)
         if self.env.randomizer is not None:
             self.env.randomizer.synchronize(self.dist)
+        self.constraints.update(episodes)  # every rank: the same merged episodes, the same weights
         self.wall_s += elapsed
         if self.dist.is_main:
             row = self._log_row(stats, episodes, steps / elapsed, collect_s / elapsed)
@@ -293,6 +297,7 @@ class Trainer:
         row["collect_share"] = collect_share
         if self.env.randomizer is not None:
             row.update(self.env.randomizer.adr.metrics())
+        row.update(self.constraints.metrics())
         self.logger.log(row)
         return row
 
@@ -337,6 +342,7 @@ class Trainer:
             "action_dim": self.action_dim,
             "world_size": self.dist.world_size,
             "episodes": {key: list(values) for key, values in self.episodes.items()},
+            "constraints": self.constraints.state_dict(),
         }
 
     def _rank_state(self) -> dict[str, Any]:
@@ -384,6 +390,7 @@ class Trainer:
         for key, values in (state.get("episodes") or {}).items():
             if key in self.episodes:
                 self.episodes[key].extend(values)
+        self.constraints.load_state_dict(state.get("constraints") or {})
         ranks = state.get("ranks") or []
         mine = ranks[self.dist.rank] if self.dist.rank < len(ranks) else None
         if mine is None:  # fresh streams, distinct per rank and per resume point

@@ -339,6 +339,23 @@ def test_mobile_pick_layout_parameters_set_the_curriculum():
     assert clearance.min() >= 0.3 - 1e-9
 
 
+def test_mobile_pick_carry_start_opened_at_once_is_a_drop():
+    """A carry start holds the cube aloft from its first step: opening the gripper at once is a
+    drop, charged the drop penalty (not a free way to put the cube on the table)."""
+    env = MobilePickEnv(num_envs=4, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0))
+    env.reset(seed=0)
+    assert env.grasped.all() and env.lifted_grasp.all()
+    act = np.zeros((4, 8))
+    act[:, 7] = -1.0  # open from the first step on
+    drop = list(env.reward_weights.names).index("drop")
+    charged = np.zeros(4)
+    for _ in range(10):
+        env.step(act)
+        charged += env.lost_grasp
+    assert (charged == 1).all() and (env.drops >= 1).all()
+    np.testing.assert_allclose(env.episode_reward_terms[:, drop], env.cfg.rewards.drop)
+
+
 def test_mobile_pick_config_rejects_layouts_that_do_not_fit():
     with pytest.raises(ValueError, match="table_distance.lo=0.5"):
         MobilePickEnv(num_envs=1, table_distance=[0.5, 1.0])

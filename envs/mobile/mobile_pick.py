@@ -46,6 +46,7 @@ from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
 from robolearn.envs.arm.base import ArmTaskConfig, ArmTaskEnv
+from robolearn.envs.arm.object_metrics import LIFTED
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.geometry import polar, route_length
 from robolearn.envs.rewards import (
@@ -354,6 +355,12 @@ class MobilePickEnv(ArmTaskEnv):
 
     def _reset_task_state(self, ids: np.ndarray) -> None:
         super()._reset_task_state(ids)
+        # a carry start holds the cube aloft from its first step: letting it go is a drop like any other
+        # (counted as neither, policies learned to open the gripper at once, regrasp the cube on the
+        # table and hold it there for the rest of the episode, without penalty: 0% success)
+        held = ids[self.carry_started[ids]]
+        self.grasped[held] = True
+        self.lifted_grasp[held] = self.object_pos[held, 2] - self.object_rest_z[held] > LIFTED
         self.nav_distance[ids] = self._nav_distance()[ids]
         self.carry_route[ids] = self._carry_route()[ids]
         self.collisions[ids] = 0

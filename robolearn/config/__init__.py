@@ -11,19 +11,21 @@ One YAML file describes an experiment::
     policy: {class: mlp, ...}                          # validated by the policy class's schema
     trainer: {num_steps: 24, max_env_steps: 2000000, ...}
     randomization: {adr: {...}, params: {...}}
+    constraints: {bumps: {term: bump, limit: 0.5, lr: 0.01, max_weight: 5.0}}   # optional
 """
 
 from robolearn.config.loading import (ConfigOrigin, apply_overrides, dump_config, first_error, load_config,
                                       parse_override, read_yaml, validate_config)
 from robolearn.config.physics import PhysicsConfig
 from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, RANDOMIZATION_TARGETS, AdrConfig, AlgorithmConfig,
-                                     Config, ConfigError, EncoderConfig, EnvConfig, PolicyConfig,
+                                     Config, ConfigError, ConstraintConfig, EncoderConfig, EnvConfig, PolicyConfig,
                                      RandomizationConfig, RandomizationParam, Range, IntRange, RecurrentPolicyConfig,
                                      TrainerConfig, TransformerPolicyConfig, Selection, StrictModel, env_config_class,
                                      policy_config_class, register_env_config, register_policy_config)
 
 __all__ = ["ENV_CONFIGS", "PPO_ONLY_KEYS", "RANDOMIZATION_TARGETS", "AdrConfig", "AlgorithmConfig", "Config",
-           "ConfigError", "ConfigOrigin", "EncoderConfig", "EnvConfig", "IntRange", "PhysicsConfig", "PolicyConfig",
+           "ConfigError", "ConstraintConfig", "ConfigOrigin", "EncoderConfig", "EnvConfig", "IntRange",
+           "PhysicsConfig", "PolicyConfig",
            "RandomizationConfig", "RandomizationParam", "Range", "RecurrentPolicyConfig", "TrainerConfig",
            "TransformerPolicyConfig", "Selection", "StrictModel", "apply_overrides", "dump_config", "env_config_class", "first_error",
            "load_config", "parse_override", "policy_config_class", "read_yaml", "register_env_config",

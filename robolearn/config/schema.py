@@ -263,6 +263,17 @@ class TrainerConfig(StrictModel):
         "sync_check_interval", "rollout_threads", "update_threads")
 
 
+class ConstraintConfig(StrictModel):
+    """A limit on an episode metric (``constraints.<metric>``), kept by adapting the weight of the
+    penalty term that charges for it (a Lagrange multiplier, :mod:`robolearn.constraints`)."""
+
+    term: str = Field(description="the reward term (env.rewards) whose penalty weight is adapted")
+    limit: float = Field(ge=0.0, description="the most the metric may average per episode")
+    lr: float = Field(gt=0.0, description="weight change per iteration per unit the metric's mean exceeds the limit "
+                                          "(or, below it, is under: the penalty relaxes to its configured weight)")
+    max_weight: float = Field(gt=0.0, description="the largest magnitude the penalty weight may reach")
+
+
 RANDOMIZATION_TARGETS = {
     # simulator physics, applied per env at reset through per-env model fields
     "geom_friction": "geoms", "body_mass": "bodies", "joint_damping": "joints", "armature": "joints",
@@ -390,6 +401,8 @@ class Config(StrictModel):
     policy: SerializeAsAny[PolicyConfig] = Field(default_factory=PolicyConfig)
     trainer: TrainerConfig
     randomization: RandomizationConfig = Field(default_factory=RandomizationConfig)
+    #: episode metric -> the limit kept by adapting a penalty term's weight (none: the weights stay as configured)
+    constraints: dict[str, ConstraintConfig] = Field(default_factory=dict)
     #: where the config came from (file, overrides): set by the loaders, names the source of an error
     _origin: Any = PrivateAttr(default=None)
 

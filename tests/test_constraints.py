@@ -1,0 +1,82 @@
+"""Constraints: a penalty weight adapted as a Lagrange multiplier, λ ← clip(λ + lr (c̄ − d), λ₀, λ_max),
+logged, checkpointed and resumed; bad constraint configs fail with one line naming the key."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from robolearn.checkpoint import load_checkpoint
+from robolearn.constraints import ConstraintMultipliers
+from robolearn.envs import make_env
+from robolearn.trainer import Trainer
+from test_trainer import NAV, SMALL, robolearn, small_config
+
+# Nav: the collision term (weight -0.05) charges bumper contacts; the collisions metric counts them
+COLLISIONS = "constraints={collisions: {term: collision, limit: 0.5, lr: 0.1, max_weight: 1.0}}"
+
+
+def multipliers(*extra):
+    config = small_config(*extra)
+    env = make_env(config.env.model_copy(update={"num_envs": 2}), seed=0)
+    return ConstraintMultipliers(config, env.reward_weights, tuple(env.episode_metrics), window=200), env
+
+
+def test_the_weight_moves_by_lr_times_the_excess_between_its_floor_and_cap():
+    m, env = multipliers(COLLISIONS)
+    weights = env.reward_weights
+    m.update({"collisions": [2.0] * 60})  # under MIN_EPISODES: no step yet
+    assert weights.weights["collision"] == -0.05 and m.metrics() == {"constraint/collisions": -0.05}
+    m.update({"collisions": [2.0] * 60})  # mean 2.0 over 120: λ = 0.05 + 0.1 * (2.0 − 0.5)
+    assert weights.weights["collision"] == pytest.approx(-0.2, abs=1e-12)
+    m.update({"collisions": [0.5] * 80})  # mean (120 * 2 + 80 * 0.5) / 200 = 1.4: + 0.1 * 0.9
+    assert weights.weights["collision"] == pytest.approx(-0.29, abs=1e-12)
+    m.update({"collisions": [0.0] * 200})  # met by 0.5: relaxes by 0.1 * 0.5 per iteration ...
+    assert weights.weights["collision"] == pytest.approx(-0.24, abs=1e-12)
+    for _ in range(5):
+        m.update({"collisions": [0.0] * 200})  # ... never below the configured 0.05
+    assert weights.weights["collision"] == pytest.approx(-0.05, abs=1e-12)
+    for _ in range(20):
+        m.update({"collisions": [9.0] * 200})
+    assert weights.weights["collision"] == -1.0  # capped at max_weight
+    # the env's reward uses it: the weighted terms carry the adapted weight
+    terms = {name: np.ones(2) for name in weights.names}
+    assert list(weights.weigh(terms)[weights.names.index("collision")]) == [-1.0, -1.0]
+    assert weights.weights["progress"] == 1.0  # other terms untouched
+
+
+def test_constraints_are_logged_checkpointed_and_resumed(tmp_path, monkeypatch):
+    monkeypatch.setattr("robolearn.constraints.MIN_EPISODES", 1)
+    # every episode is longer than 0 steps: the slack penalty (-0.01 per step) grows every iteration
+    extra = ("constraints={length: {term: slack, limit: 0.0, lr: 1.0e-4, max_weight: 1.0}}", "env.episode_seconds=1.0")
+    a = Trainer(small_config(*extra, "trainer.max_iterations=6"), tmp_path / "run")
+    a.learn()
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        logged = [float(r["constraint/length"]) for r in csv.DictReader(handle)]
+    weight = a.env.reward_weights.weights["slack"]
+    assert logged[-1] == pytest.approx(weight) and weight < logged[0] <= -0.01
+    assert all(b < a for a, b in zip(logged, logged[1:]) if a > -1.0)
+    saved = load_checkpoint(tmp_path / "run")["constraints"]
+    assert saved["lam"] == {"length": -weight}
+    b = Trainer.from_checkpoint(tmp_path / "run", config=small_config(*extra, "trainer.max_iterations=7"))
+    assert b.env.reward_weights.weights["slack"] == weight
+    assert list(b.constraints.window["length"]) == list(a.constraints.window["length"])
+
+
+@pytest.mark.parametrize("constraint, message", [
+    ("{spl_x: {term: collision, limit: 0.5, lr: 0.1, max_weight: 1.0}}",
+     "constraints.spl_x: robolearn/Nav-v0 has no episode metric 'spl_x'"),
+    ("{collisions: {term: bumper, limit: 0.5, lr: 0.1, max_weight: 1.0}}",
+     "constraints.collisions.term: robolearn/Nav-v0 has no reward term 'bumper'"),
+    ("{collisions: {term: progress, limit: 0.5, lr: 0.1, max_weight: 1.0}}",
+     "constraints.collisions.term: env.rewards.progress is 1, a reward"),
+    ("{collisions: {term: collision, limit: 0.5, lr: 0.1, max_weight: 0.01}}",
+     "constraints.collisions.max_weight 0.01 is below the configured penalty"),
+    ("{collisions: {term: collision, limit: -1, lr: 0.1, max_weight: 1.0}}", "constraints.collisions.limit"),
+])
+def test_a_bad_constraint_is_one_line_naming_the_key(tmp_path, constraint, message):
+    override = f"constraints={constraint}"
+    out = robolearn("train", str(NAV), *SMALL, override, "--run-dir", str(tmp_path / "r"))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert message in out.stderr and f"override {override!r}" in out.stderr
+    assert not (tmp_path / "r").exists()  # nothing was claimed
