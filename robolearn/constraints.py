@@ -5,7 +5,8 @@ once an episode, a cube dropped in under 5% of them) more than it must show it a
 possible. A fixed penalty weight either is too small to matter or, large from the start, makes
 the policy timid before it has learned the task. ``constraints`` turns a penalty into a Lagrange
 multiplier (PPO-Lagrangian, Ray et al. 2019, "Benchmarking Safe Exploration"): after every
-iteration, with c̄ the metric's mean over the last ``window`` finished episodes and d the limit,
+iteration, with c̄ the metric's mean over the trainer's window of finished episodes (the last
+max(100, N), as logged) and d the limit,
 
     λ ← clip(λ + lr · (c̄ − d), λ₀, λ_max),        the term's weight = −λ
 
@@ -14,16 +15,16 @@ where λ₀ = |the configured weight| (the penalty never falls below what the co
 met. Config (``constraints:`` in the experiment)::
 
     constraints:
-      bumps: {term: bump, limit: 0.5, lr: 0.02, max_weight: 10.0}
+      bumps: {term: bump, limit: 0.8, lr: 0.005, max_weight: 5.0}
 
-The multipliers and their windows are trainer state: checkpoints keep them, so a resumed run
+The multipliers are trainer state: checkpoints keep them (and the trainer its windows), so a resumed run
 goes on with the weights it had; every rank updates them from the same merged episodes. Evaluation
 (``robolearn eval``) reports the metrics, not the training reward, and uses the configured weights.
 """
 
 from __future__ import annotations
 
-import collections
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,7 @@ MIN_EPISODES = 100
 class ConstraintMultipliers:
     """The multipliers of an experiment's ``constraints``, bound to an env's reward weights."""
 
-    def __init__(self, config: Config, reward_weights: RewardWeights, episode_metrics: tuple[str, ...],
-                 window: int):
+    def __init__(self, config: Config, reward_weights: RewardWeights, episode_metrics: tuple[str, ...]):
         self.settings = config.constraints
         self.reward_weights = reward_weights
         self.lam: dict[str, float] = {}
@@ -64,13 +64,12 @@ class ConstraintMultipliers:
                 raise ConfigError(f"{config.origin(key + '.term')}: {key}.term: constraints.{other} already adapts "
                                   f"env.rewards.{c.term}; one constraint per term")
             self.floor[metric] = self.lam[metric] = -weight
-        self.window = {metric: collections.deque(maxlen=window) for metric in self.settings}
 
-    def update(self, finished: dict[str, list]) -> None:
-        """One step of every multiplier from this iteration's finished episodes; sets the weights."""
+    def update(self, windows: Mapping[str, Sequence[float]]) -> None:
+        """One step of every multiplier from the recent finished episodes' metrics (``windows``:
+        metric -> values, the trainer's log window); sets the weights."""
         for metric, c in self.settings.items():
-            values = self.window[metric]
-            values.extend(finished.get(metric, []))
+            values = windows[metric]
             if len(values) < MIN_EPISODES:
                 continue
             excess = float(np.mean(values)) - c.limit
@@ -82,11 +81,10 @@ class ConstraintMultipliers:
         return {f"constraint/{metric}": -lam for metric, lam in self.lam.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lam": dict(self.lam), "window": {metric: list(v) for metric, v in self.window.items()}}
+        return {"lam": dict(self.lam)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for metric in self.settings:
-            if metric in state.get("lam", {}):
-                self.lam[metric] = float(state["lam"][metric])
-                self.window[metric].extend(state["window"].get(metric, []))
+        for metric, lam in state.get("lam", {}).items():
+            if metric in self.settings:
+                self.lam[metric] = float(lam)
                 self.reward_weights.set_weight(self.settings[metric].term, -self.lam[metric])

@@ -122,8 +122,7 @@ class Trainer:
         window = max(100, self.total_envs)
         self.episodes: dict[str, collections.deque] = {key: collections.deque(maxlen=window)
                                                         for key in self.env.episode_metrics}
-        self.constraints = ConstraintMultipliers(config, self.env.reward_weights, tuple(self.env.episode_metrics),
-                                                 window)
+        self.constraints = ConstraintMultipliers(config, self.env.reward_weights, tuple(self.env.episode_metrics))
         #: the observation and policy state the next rollout starts from (None: reset the envs)
         self.obs: dict[str, torch.Tensor] | None = None
         self.policy_state: torch.Tensor | None = None
@@ -225,7 +224,9 @@ class Trainer:
         episodes, elapsed, collect_s = self._synchronize(episodes, time.perf_counter() - start, collect_s)
         if self.env.randomizer is not None:
             self.env.randomizer.synchronize(self.dist)
-        self.constraints.update(episodes)  # every rank: the same merged episodes, the same weights
+        for key, values in episodes.items():  # every rank: the same merged episodes, windows and weights
+            self.episodes[key].extend(values)
+        self.constraints.update(self.episodes)
         self.wall_s += elapsed
         if self.dist.is_main:
             row = self._log_row(stats, episodes, steps / elapsed, collect_s / elapsed)
@@ -282,8 +283,6 @@ class Trainer:
 
     def _log_row(self, stats: dict[str, float], finished: dict[str, list], steps_per_s: float,
                  collect_share: float) -> dict[str, Any]:
-        for key, values in finished.items():
-            self.episodes[key].extend(values)
         mean = lambda key: float(np.mean(self.episodes[key])) if self.episodes.get(key) else float("nan")  # noqa: E731
         row: dict[str, Any] = {
             "iteration": self.iteration, "env_steps": self.env_steps, "wall_s": round(self.wall_s, 3),

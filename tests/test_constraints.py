@@ -1,6 +1,7 @@
 """Constraints: a penalty weight adapted as a Lagrange multiplier, λ ← clip(λ + lr (c̄ − d), λ₀, λ_max),
 logged, checkpointed and resumed; bad constraint configs fail with one line naming the key."""
 
+import collections
 import csv
 
 import numpy as np
@@ -19,25 +20,37 @@ COLLISIONS = "constraints={collisions: {term: collision, limit: 0.5, lr: 0.1, ma
 def multipliers(*extra):
     config = small_config(*extra)
     env = make_env(config.env.model_copy(update={"num_envs": 2}), seed=0)
-    return ConstraintMultipliers(config, env.reward_weights, tuple(env.episode_metrics), window=200), env
+    return ConstraintMultipliers(config, env.reward_weights, tuple(env.episode_metrics)), env
+
+
+class Window:
+    """The trainer's log window of one metric: the last 200 finished episodes."""
+
+    def __init__(self):
+        self.values = collections.deque(maxlen=200)
+
+    def update(self, m, values):
+        self.values.extend(values)
+        m.update({"collisions": self.values})
 
 
 def test_the_weight_moves_by_lr_times_the_excess_between_its_floor_and_cap():
     m, env = multipliers(COLLISIONS)
     weights = env.reward_weights
-    m.update({"collisions": [2.0] * 60})  # under MIN_EPISODES: no step yet
+    window = Window()
+    window.update(m, [2.0] * 60)  # under MIN_EPISODES: no step yet
     assert weights.weights["collision"] == -0.05 and m.metrics() == {"constraint/collisions": -0.05}
-    m.update({"collisions": [2.0] * 60})  # mean 2.0 over 120: λ = 0.05 + 0.1 * (2.0 − 0.5)
+    window.update(m, [2.0] * 60)  # mean 2.0 over 120: λ = 0.05 + 0.1 * (2.0 − 0.5)
     assert weights.weights["collision"] == pytest.approx(-0.2, abs=1e-12)
-    m.update({"collisions": [0.5] * 80})  # mean (120 * 2 + 80 * 0.5) / 200 = 1.4: + 0.1 * 0.9
+    window.update(m, [0.5] * 80)  # mean (120 * 2 + 80 * 0.5) / 200 = 1.4: + 0.1 * 0.9
     assert weights.weights["collision"] == pytest.approx(-0.29, abs=1e-12)
-    m.update({"collisions": [0.0] * 200})  # met by 0.5: relaxes by 0.1 * 0.5 per iteration ...
+    window.update(m, [0.0] * 200)  # met by 0.5: relaxes by 0.1 * 0.5 per iteration ...
     assert weights.weights["collision"] == pytest.approx(-0.24, abs=1e-12)
     for _ in range(5):
-        m.update({"collisions": [0.0] * 200})  # ... never below the configured 0.05
+        window.update(m, [0.0] * 200)  # ... never below the configured 0.05
     assert weights.weights["collision"] == pytest.approx(-0.05, abs=1e-12)
     for _ in range(20):
-        m.update({"collisions": [9.0] * 200})
+        window.update(m, [9.0] * 200)
     assert weights.weights["collision"] == -1.0  # capped at max_weight
     # the env's reward uses it: the weighted terms carry the adapted weight
     terms = {name: np.ones(2) for name in weights.names}
@@ -60,7 +73,7 @@ def test_constraints_are_logged_checkpointed_and_resumed(tmp_path, monkeypatch):
     assert saved["lam"] == {"length": -weight}
     b = Trainer.from_checkpoint(tmp_path / "run", config=small_config(*extra, "trainer.max_iterations=7"))
     assert b.env.reward_weights.weights["slack"] == weight
-    assert list(b.constraints.window["length"]) == list(a.constraints.window["length"])
+    assert list(b.episodes["length"]) == list(a.episodes["length"])  # the window it adapts from
 
 
 @pytest.mark.parametrize("constraint, message", [
