@@ -82,6 +82,7 @@ def test_a_cube_let_go_over_the_table_is_dropped():
     metrics = run_out(env, aside, -1.0)
     assert metrics["length"] == env.max_episode_steps  # on the table: the episode runs on
     assert metrics["thrown_or_dropped"] == 1 and metrics["drops"] == 1 and metrics["success"] == 0
+    assert metrics["knocked_off"] == 0  # let go, not knocked
 
 
 def test_a_cube_let_go_over_the_floor_is_dropped_and_ends_the_episode():
@@ -95,6 +96,7 @@ def test_a_cube_let_go_over_the_floor_is_dropped_and_ends_the_episode():
     assert metrics["length"] < opened + 30 < env.max_episode_steps  # off the table: ended at once
     assert metrics["thrown_or_dropped"] == 1
     assert metrics["drops"] == 2  # lost from the grasp while lifted, then off the table
+    assert metrics["knocked_off"] == 0  # it fell from the gripper
 
 
 def test_a_cube_knocked_off_the_table_counts_and_a_parked_one_does_not():
@@ -110,7 +112,7 @@ def test_a_cube_knocked_off_the_table_counts_and_a_parked_one_does_not():
         if terminated[0]:
             break
     assert terminated[0] and info["episode"]["thrown_or_dropped"].tolist() == [1.0, 0.0]
-    assert info["episode"]["drops"][0] == 1
+    assert info["episode"]["drops"][0] == 1 and info["episode"]["knocked_off"].tolist() == [1.0, 0.0]
     reach = ReachEnv(num_envs=1, nthread=1, seed=0)
     assert reach.task_metrics == ("time_to_grasp", "max_lift", "drops")  # its cube lies on the floor, unused
 

@@ -37,6 +37,8 @@ first three, Push no grasp to carry with):
 ``thrown_or_dropped``  1 if the object left the gripper while lifted and came to rest (or the
                        episode ended) outside the target zone, or was knocked off the table
                        without having been carried; 0 otherwise (placing it in the zone is 0)
+``knocked_off``        1 if the object was knocked off the table (swept or pushed, not let go in
+                       the air): the part of ``thrown_or_dropped`` that no grasp was lost in
 =====================  =======================================================================
 """
 

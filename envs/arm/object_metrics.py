@@ -3,7 +3,7 @@
 :class:`ObjectMetrics` is a part of :class:`~robolearn.envs.arm.base.ArmTaskEnv`: it keeps the
 per-env bookkeeping (numpy arrays on the env, so ``state_dict`` saves them), updates it once per
 control step from the grasp indicator and reports ``time_to_grasp``, ``max_lift``,
-``max_carry_height``, ``drops`` and ``thrown_or_dropped`` (the table in
+``max_carry_height``, ``drops``, ``thrown_or_dropped`` and ``knocked_off`` (the table in
 :mod:`robolearn.envs.arm.base` says what each means). The terms they use: "lifted" is the
 object's centre more than :data:`LIFTED` above its resting height on the table; "off the table"
 its centre more than :data:`OFF_TABLE` below the table top while not in the gripper (the episode
@@ -25,7 +25,7 @@ OFF_TABLE = 0.05
 #: m/s below which a released object has come to rest
 AT_REST_SPEED = 0.05
 #: every metric :class:`ObjectMetrics` can report, in order (a task lists those it reports in ``task_metrics``)
-OBJECT_METRICS = ("time_to_grasp", "max_lift", "drops", "max_carry_height", "thrown_or_dropped")
+OBJECT_METRICS = ("time_to_grasp", "max_lift", "drops", "max_carry_height", "thrown_or_dropped", "knocked_off")
 
 
 class ObjectMetrics:
@@ -41,6 +41,7 @@ class ObjectMetrics:
         self.off_table = np.zeros(n, bool)
         self.released = np.zeros(n, bool)  # left the gripper while lifted, not at rest yet
         self.thrown_or_dropped = np.zeros(n, bool)
+        self.knocked_off = np.zeros(n, bool)  # off the table without having left the gripper in the air
         self.lost_grasp = np.zeros(n, bool)  # this step: the object left the gripper while lifted
 
     def _reset_object_metrics(self, ids: np.ndarray) -> None:
@@ -52,6 +53,7 @@ class ObjectMetrics:
         self.off_table[ids] = False
         self.released[ids] = False
         self.thrown_or_dropped[ids] = False
+        self.knocked_off[ids] = False
         self.lost_grasp[ids] = False
 
     def in_target_zone(self) -> np.ndarray:
@@ -78,7 +80,9 @@ class ObjectMetrics:
         landed = self.released & (speed < AT_REST_SPEED) & (pad_forces.max(axis=-1) <= 0.0)
         self.thrown_or_dropped |= landed & ~self.in_target_zone()
         self.released &= ~landed
-        self.thrown_or_dropped |= fell & ~self.released  # knocked off, not fallen from the gripper
+        knocked = fell & ~self.released  # knocked off, not fallen from the gripper
+        self.knocked_off |= knocked
+        self.thrown_or_dropped |= knocked
 
     def _object_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The metrics of :data:`OBJECT_METRICS` that the task lists in ``task_metrics``, for the
@@ -87,5 +91,6 @@ class ObjectMetrics:
         outcome = self.thrown_or_dropped[ids] | (self.released[ids] & ~self.in_target_zone()[ids])
         values = {"time_to_grasp": steps * self.control_dt, "max_lift": np.maximum(self.max_lift[ids], 0.0),
                   "drops": self.drops[ids].astype(np.float64), "max_carry_height": self.max_carry_height[ids],
-                  "thrown_or_dropped": outcome.astype(np.float64)}
+                  "thrown_or_dropped": outcome.astype(np.float64),
+                  "knocked_off": self.knocked_off[ids].astype(np.float64)}
         return {name: value for name, value in values.items() if name in self.task_metrics}

@@ -103,7 +103,7 @@ class PushEnv(ArmTaskEnv):
 
     config_cls = PushConfig
     gripper_action = False
-    task_metrics = ("time_to_grasp", "max_lift", "drops", "thrown_or_dropped")  # nothing is carried
+    task_metrics = ("time_to_grasp", "max_lift", "drops", "thrown_or_dropped", "knocked_off")  # nothing is carried
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
