@@ -41,14 +41,19 @@ EPISODE_LENGTH = 250  # truncation; about 1 in 200 steps also terminates
 POOL = 16  # distinct precomputed steps the env cycles through
 
 
-class ZeroCostEnv:
-    """N envs whose step costs ~nothing: observations, rewards and terminations come from a pool."""
+def random_obs(num_envs: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One pool entry of :class:`ZeroCostEnv`'s default observations: standard normal, OBS_DIMS wide."""
+    return {group: torch.randn(num_envs, dim, generator=generator) for group, dim in OBS_DIMS.items()}
 
-    def __init__(self, num_envs: int, seed: int = 0) -> None:
+
+class ZeroCostEnv:
+    """N envs whose step costs ~nothing: observations, rewards and terminations come from a pool.
+    ``make_obs(num_envs, generator)`` draws one pool entry's observations (default :func:`random_obs`)."""
+
+    def __init__(self, num_envs: int, seed: int = 0, make_obs=random_obs) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.num_envs = num_envs
-        self.obs_pool = [{group: torch.randn(num_envs, dim, generator=generator)
-                          for group, dim in OBS_DIMS.items()} for _ in range(POOL)]
+        self.obs_pool = [make_obs(num_envs, generator) for _ in range(POOL)]
         self.reward_pool = torch.randn(POOL, num_envs, generator=generator)
         self.terminated_pool = torch.rand(POOL, num_envs, generator=generator) < 1 / 200
         self.episode_length = torch.randint(0, EPISODE_LENGTH, (num_envs,), generator=generator)
@@ -71,20 +76,27 @@ class ZeroCostEnv:
         return EnvStep(self.obs_pool[i], self.reward_pool[i], (terminated | truncated).float(), ids, final_obs, {})
 
 
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 # --- robolearn ----------------------------------------------------------------------------------
 
 class RobolearnLearner:
-    """robolearn's model, PPO and storage, driven the way its trainer drives them."""
+    """robolearn's model, PPO and storage, driven the way its trainer drives them: ``policy`` (default
+    the [256, 256, 256] ELU MLPs) on a :class:`ZeroCostEnv` serving ``obs_dims`` (``obs_shapes``
+    where a group holds an image)."""
 
-    def __init__(self, num_envs: int) -> None:
-        self.env = ZeroCostEnv(num_envs)
-        policy = PolicyConfig(actor_hidden=HIDDEN, critic_hidden=HIDDEN, activation="elu", normalize_obs=True,
-                              critic_obs="critic")
-        self.model = build_policy(policy, OBS_DIMS, ACTION_DIM)
+    def __init__(self, num_envs: int, policy: PolicyConfig | None = None, obs_dims: dict[str, int] = OBS_DIMS,
+                 action_dim: int = ACTION_DIM, obs_shapes: dict | None = None, make_obs=random_obs) -> None:
+        self.env = ZeroCostEnv(num_envs, make_obs=make_obs)
+        policy = policy or PolicyConfig(actor_hidden=HIDDEN, critic_hidden=HIDDEN, activation="elu",
+                                        normalize_obs=True, critic_obs="critic")
+        self.model = build_policy(policy, obs_dims, action_dim, obs_shapes=obs_shapes)
         self.ppo = PPO(self.model, **AlgorithmConfig(num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
                                                      lr_schedule="adaptive").algorithm_kwargs())
         self.state = self.model.initial_state(num_envs)
-        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM, self.state.shape)
+        self.storage = RolloutStorage(NUM_STEPS, num_envs, obs_dims, action_dim, self.state.shape)
         self.obs = self.env.reset()
 
     def learn(self, iterations: int) -> None:
@@ -95,28 +107,36 @@ class RobolearnLearner:
     def collect(self) -> None:
         self.obs, self.state, _ = collect_rollout(self.model, self.env, self.storage, self.obs, self.state)
 
+    def actor_parameters(self) -> int:
+        """Parameters on the action path (encoder, normaliser, MLP, std): everything that is not the critic's."""
+        return sum(p.numel() for name, p in self.model.named_parameters() if "critic" not in name)
+
 
 # --- rsl_rl -------------------------------------------------------------------------------------
 
 class RslRlZeroCostEnv(VecEnv):
-    """The same env behind rsl_rl's VecEnv interface (truncations reported as ``time_outs``)."""
+    """The same env behind rsl_rl's VecEnv interface (truncations reported as ``time_outs``);
+    ``to_groups`` maps each pool entry to the observation groups rsl_rl's models read, precomputed
+    once (default: the same groups)."""
 
-    def __init__(self, num_envs: int) -> None:
-        self.env = ZeroCostEnv(num_envs)
+    def __init__(self, num_envs: int, make_obs=random_obs, to_groups=lambda obs: obs,
+                 action_dim: int = ACTION_DIM) -> None:
+        self.env = ZeroCostEnv(num_envs, make_obs=make_obs)
         self.num_envs = num_envs
-        self.num_actions = ACTION_DIM
+        self.num_actions = action_dim
         self.max_episode_length = EPISODE_LENGTH
         self.episode_length_buf = self.env.episode_length
         self.device = "cpu"
         self.cfg = {}
-        self.obs = TensorDict(self.env.reset(), batch_size=[num_envs])
+        self.obs_pool = [to_groups(obs) for obs in self.env.obs_pool]
+        self.obs = TensorDict(self.obs_pool[0], batch_size=[num_envs])
 
     def get_observations(self) -> TensorDict:
         return self.obs
 
     def step(self, actions: torch.Tensor):
         step = self.env.step(actions)
-        self.obs = TensorDict(step.obs, batch_size=[self.num_envs])
+        self.obs = TensorDict(self.obs_pool[self.env.t % POOL], batch_size=[self.num_envs])
         truncated = torch.zeros(self.num_envs, dtype=torch.bool)
         if step.truncated_ids is not None:
             truncated[step.truncated_ids] = True
@@ -144,15 +164,19 @@ RSL_RL_CONFIG = {
 
 
 class RslRlLearner:
-    """rsl_rl's own OnPolicyRunner (no log dir: no writer, no checkpoints)."""
+    """rsl_rl's own OnPolicyRunner (no log dir: no writer, no checkpoints) on ``env`` (default the
+    MLP setting's :class:`RslRlZeroCostEnv`)."""
 
-    def __init__(self, num_envs: int) -> None:
+    def __init__(self, num_envs: int, config: dict = RSL_RL_CONFIG, env: VecEnv | None = None) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints both models
-            self.runner = OnPolicyRunner(RslRlZeroCostEnv(num_envs), copy.deepcopy(RSL_RL_CONFIG),
+            self.runner = OnPolicyRunner(env or RslRlZeroCostEnv(num_envs), copy.deepcopy(config),
                                          log_dir=None, device="cpu")
 
     def learn(self, iterations: int) -> None:
         self.runner.learn(iterations)
+
+    def actor_parameters(self) -> int:
+        return parameter_count(self.runner.alg.actor)
 
 
 # --- measurement --------------------------------------------------------------------------------
@@ -163,20 +187,26 @@ def steps_per_second(learner, num_envs: int, iterations: int) -> float:
     return iterations * NUM_STEPS * num_envs / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[256, 1024])
-    parser.add_argument("--iterations", type=int, default=20, help="timed iterations per round")
+def parse_args(description: str, num_envs: list[int], iterations: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--num-envs", type=int, nargs="+", default=num_envs)
+    parser.add_argument("--iterations", type=int, default=iterations, help="timed iterations per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, same for both")
     args = parser.parse_args()
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = []
+    return args
+
+
+def compare(make_learners, args: argparse.Namespace) -> tuple[list[tuple[int, float, float]], dict[str, int]]:
+    """Median steps/s of robolearn's and rsl_rl's learner per N, in rounds that alternate between
+    them (``make_learners(N)`` -> {"robolearn": ..., "rsl_rl": ...}); also each one's actor parameters."""
+    rows, params = [], {}
     for num_envs in args.num_envs:
-        learners = {"robolearn": RobolearnLearner(num_envs), "rsl_rl": RslRlLearner(num_envs)}
+        learners = make_learners(num_envs)
+        params = {name: learner.actor_parameters() for name, learner in learners.items()}
         for learner in learners.values():
             learner.learn(args.warmup)
         rates: dict[str, list[float]] = {name: [] for name in learners}
@@ -187,14 +217,23 @@ def main() -> None:
         rows.append((num_envs, ours, theirs))
         print(f"N={num_envs}: robolearn {[round(r) for r in rates['robolearn']]}, "
               f"rsl_rl {[round(r) for r in rates['rsl_rl']]} steps/s", flush=True)
+    return rows, params
 
-    print(f"\nPPO learner, zero-cost env, {NUM_STEPS} steps x N, 5 epochs x 4 minibatches, "
-          f"[256,256,256] ELU, torch {torch.__version__}, {args.threads} threads, "
-          f"median of {args.rounds} x {args.iterations} iterations")
+
+def print_table(title: str, rows: list[tuple[int, float, float]]) -> None:
+    print(f"\n{title}")
     print(f"{'N':>6} | {'robolearn steps/s':>17} | {'rsl_rl steps/s':>14} | ours/rsl_rl")
     print(f"{'-' * 6}-+-{'-' * 17}-+-{'-' * 14}-+------------")
     for num_envs, ours, theirs in rows:
         print(f"{num_envs:>6} | {ours:>17,.0f} | {theirs:>14,.0f} | {ours / theirs:>10.2f}x")
+
+
+def main() -> None:
+    args = parse_args(__doc__.split("\n\n")[0], num_envs=[256, 1024], iterations=20)
+    rows, _ = compare(lambda n: {"robolearn": RobolearnLearner(n), "rsl_rl": RslRlLearner(n)}, args)
+    print_table(f"PPO learner, zero-cost env, {NUM_STEPS} steps x N, 5 epochs x 4 minibatches, "
+                f"[256,256,256] ELU, torch {torch.__version__}, {args.threads} threads, "
+                f"median of {args.rounds} x {args.iterations} iterations", rows)
 
 
 if __name__ == "__main__":
