@@ -40,9 +40,10 @@ What differs:
 * ELU: robolearn's are in place (``inplace=True``), rsl_rl's are not (one more tensor per layer).
 * Initialisation: robolearn's CNN is orthogonal (gain sqrt 2); rsl_rl's CNN keeps PyTorch's
   default (its ``CNN.init_weights`` is not called by ``CNNModel``). No effect on speed.
-* Truncations (as in ``learner_vs_rsl_rl.py``, whose harness this script reuses): robolearn bootstraps a truncated env from the
-  critic's value of its true last observation (one extra critic pass on the few truncated envs);
-  rsl_rl from the value of the observation it stepped from (``time_outs``, no extra pass).
+* Truncations (as in ``learner_vs_rsl_rl.py``, whose harness this script reuses): robolearn
+  bootstraps a truncated env from the critic's value of its true last observation (one extra
+  critic pass on the few truncated envs); rsl_rl from the value of the observation it stepped
+  from (``time_outs``, no extra pass).
 
 Needs ``pip install rsl-rl-lib==5.5.1`` (with tensordict; no CUDA torch needed). Run it alone:
 on 2 cores any other job voids the figures.

@@ -200,23 +200,28 @@ def parse_args(description: str, num_envs: list[int], iterations: int) -> argpar
     return args
 
 
+def alternating_rates(learners: dict, num_envs: int, iterations: int, warmup: int, rounds: int) -> dict[str, float]:
+    """Median steps/s of each learner, after ``warmup`` iterations each, rounds alternating."""
+    for learner in learners.values():
+        learner.learn(warmup)
+    rates: dict[str, list[float]] = {name: [] for name in learners}
+    for _ in range(rounds):
+        for name, learner in learners.items():
+            rates[name].append(steps_per_second(learner, num_envs, iterations))
+    print(f"N={num_envs}: " + ", ".join(f"{name} {[round(r) for r in rates[name]]}" for name in rates)
+          + " steps/s", flush=True)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def compare(make_learners, args: argparse.Namespace) -> tuple[list[tuple[int, float, float]], dict[str, int]]:
-    """Median steps/s of robolearn's and rsl_rl's learner per N, in rounds that alternate between
-    them (``make_learners(N)`` -> {"robolearn": ..., "rsl_rl": ...}); also each one's actor parameters."""
+    """Median steps/s of robolearn's and rsl_rl's learner per N (``make_learners(N)`` ->
+    {"robolearn": ..., "rsl_rl": ...}); also each one's actor parameters."""
     rows, params = [], {}
     for num_envs in args.num_envs:
         learners = make_learners(num_envs)
         params = {name: learner.actor_parameters() for name, learner in learners.items()}
-        for learner in learners.values():
-            learner.learn(args.warmup)
-        rates: dict[str, list[float]] = {name: [] for name in learners}
-        for _ in range(args.rounds):
-            for name, learner in learners.items():
-                rates[name].append(steps_per_second(learner, num_envs, args.iterations))
-        ours, theirs = statistics.median(rates["robolearn"]), statistics.median(rates["rsl_rl"])
-        rows.append((num_envs, ours, theirs))
-        print(f"N={num_envs}: robolearn {[round(r) for r in rates['robolearn']]}, "
-              f"rsl_rl {[round(r) for r in rates['rsl_rl']]} steps/s", flush=True)
+        rates = alternating_rates(learners, num_envs, args.iterations, args.warmup, args.rounds)
+        rows.append((num_envs, rates["robolearn"], rates["rsl_rl"]))
     return rows, params
 
 

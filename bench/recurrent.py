@@ -29,20 +29,17 @@ Run it alone: on 2 cores a figure taken beside another job is void.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import io
-import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 
-from learner_vs_rsl_rl import (ACTION_DIM, HIDDEN, NUM_STEPS, OBS_DIMS, RSL_RL_CONFIG, RslRlZeroCostEnv,
-                               ZeroCostEnv, steps_per_second)
+from learner_vs_rsl_rl import (ACTION_DIM, HIDDEN, NUM_STEPS, OBS_DIMS, RSL_RL_CONFIG, RobolearnLearner, RslRlLearner,
+                               ZeroCostEnv, alternating_rates)
 from train_vs_sb3 import learn_sb3_for
 from robolearn.algorithms import PPO
-from robolearn.config import AlgorithmConfig, RecurrentPolicyConfig, load_config
+from robolearn.config import RecurrentPolicyConfig, load_config
 from robolearn.envs import make_env
 from robolearn.evaluation import run_episodes
 from robolearn.logger import ProgressDisplay
@@ -85,61 +82,19 @@ def sb3_recurrent_steps_per_second(seconds: float, seed: int = 1) -> float:
 
 # --- 3. learner alone: robolearn vs rsl_rl, LSTM ----------------------------------------------------
 
-class RobolearnRecurrentLearner:
-    """robolearn's LSTM actor-critic, PPO and storage, driven the way its runner drives them."""
-
-    def __init__(self, num_envs: int) -> None:
-        self.env = ZeroCostEnv(num_envs)
-        policy = RecurrentPolicyConfig.model_validate({
-            "class": "lstm", "rnn_hidden": RNN_HIDDEN, "rnn_layers": 1, "actor_hidden": HIDDEN, "critic_hidden": HIDDEN,
-            "activation": "elu", "normalize_obs": True, "critic_obs": "critic"})
-        self.model = build_policy(policy, OBS_DIMS, ACTION_DIM)
-        self.ppo = PPO(self.model, **AlgorithmConfig(num_epochs=5, num_minibatches=4, entropy_coef=0.005, lr=1e-3,
-                                                     lr_schedule="adaptive").algorithm_kwargs())
-        self.storage = RolloutStorage(NUM_STEPS, num_envs, OBS_DIMS, ACTION_DIM, self.model.initial_state(num_envs).shape)
-        self.obs, self.state = self.env.reset(), self.model.initial_state(num_envs)
-
-    def learn(self, iterations: int) -> None:
-        for _ in range(iterations):
-            self.obs, self.state, _ = collect_rollout(self.model, self.env, self.storage, self.obs, self.state)
-            self.ppo.update(self.storage)
-
-
+LSTM_POLICY = RecurrentPolicyConfig.model_validate({
+    "class": "lstm", "rnn_hidden": RNN_HIDDEN, "rnn_layers": 1, "actor_hidden": HIDDEN, "critic_hidden": HIDDEN,
+    "activation": "elu", "normalize_obs": True, "critic_obs": "critic"})
 RSL_RL_LSTM_CONFIG = copy.deepcopy(RSL_RL_CONFIG)
 for _name in ("actor", "critic"):
     RSL_RL_LSTM_CONFIG[_name].update(class_name="RNNModel", rnn_type="lstm", rnn_hidden_dim=RNN_HIDDEN,
                                      rnn_num_layers=1)
 
 
-class RslRlRecurrentLearner:
-    """rsl_rl's own OnPolicyRunner with its RNNModel actor and critic (no log dir)."""
-
-    def __init__(self, num_envs: int) -> None:
-        from rsl_rl.runners import OnPolicyRunner as RslRlRunner
-
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints both models
-            self.runner = RslRlRunner(RslRlZeroCostEnv(num_envs), copy.deepcopy(RSL_RL_LSTM_CONFIG),
-                                      log_dir=None, device="cpu")
-
-    def learn(self, iterations: int) -> None:
-        self.runner.learn(iterations)
-
-
-def alternating_rates(learners: dict, num_envs: int, iterations: int, warmup: int, rounds: int) -> dict[str, float]:
-    """Median steps/s of each learner, after ``warmup`` iterations each, rounds alternating."""
-    for learner in learners.values():
-        learner.learn(warmup)
-    rates: dict[str, list[float]] = {name: [] for name in learners}
-    for _ in range(rounds):
-        for name, learner in learners.items():
-            rates[name].append(steps_per_second(learner, num_envs, iterations))
-    print(f"N={num_envs}: " + ", ".join(f"{name} {[round(r) for r in rates[name]]}" for name in rates)
-          + " steps/s", flush=True)
-    return {name: statistics.median(values) for name, values in rates.items()}
-
-
 def learner_rates(num_envs: int, iterations: int, warmup: int, rounds: int) -> tuple[float, float]:
-    learners = {"robolearn": RobolearnRecurrentLearner(num_envs), "rsl_rl": RslRlRecurrentLearner(num_envs)}
+    """robolearn's LSTM actor-critic against rsl_rl's RNNModel actor and critic, both on the zero-cost env."""
+    learners = {"robolearn": RobolearnLearner(num_envs, LSTM_POLICY),
+                "rsl_rl": RslRlLearner(num_envs, RSL_RL_LSTM_CONFIG)}
     rates = alternating_rates(learners, num_envs, iterations, warmup, rounds)
     return rates["robolearn"], rates["rsl_rl"]
 
