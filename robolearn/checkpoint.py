@@ -192,7 +192,7 @@ def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any
     allowed = {f"trainer.{key}" for key in type(config.trainer).RESUMABLE} | {"device", "env.nthread", "experiment"}
     old, new = _flatten(state["config"]), _flatten(config.to_dict())
     for key in sorted(set(old) | set(new)):
-        if key not in allowed and old.get(key, "<unset>") != new.get(key, "<unset>"):
+        if key not in allowed and old.get(key) != new.get(key):  # a key newer than the run: unset there, None here
             raise CheckpointError(f"{where}: {key} is {old.get(key, '<unset>')!r} in the run, {new.get(key, '<unset>')!r} "
                                   f"here; a resumed run keeps its settings (only trainer budgets and intervals, device "
                                   f"and env.nthread may change): start a new run to change it")

@@ -12,10 +12,16 @@ max(100, N), as logged) and d the limit,
 
 where λ₀ = |the configured weight| (the penalty never falls below what the config asks) and
 λ_max = ``max_weight``. The weight grows while the limit is exceeded and relaxes back once it is
-met. Config (``constraints:`` in the experiment)::
+met. Config (``constraints:`` in the experiment; a constraint's name is its metric unless it names
+one with ``metric``)::
 
     constraints:
       bumps: {term: bump, limit: 0.8, lr: 0.005, max_weight: 5.0}
+      bump_onsets: {metric: bumps, term: bump_onset, limit: 0.6, lr: 0.03, max_weight: 30.0, start_success: 0.65}
+
+A constraint with ``start_success`` keeps its term off (weight 0) until the training success rate
+over the same window first reaches that value, then starts from λ₀ as above: a limit tightened once
+the task is learned, where the same penalty from the start would keep the policy from learning it.
 
 The multipliers are trainer state: checkpoints keep them (and the trainer its windows), so a resumed run
 goes on with the weights it had; every rank updates them from the same merged episodes. Evaluation
@@ -42,12 +48,16 @@ class ConstraintMultipliers:
     def __init__(self, config: Config, reward_weights: RewardWeights, episode_metrics: tuple[str, ...]):
         self.settings = config.constraints
         self.reward_weights = reward_weights
+        self.metric: dict[str, str] = {}
         self.lam: dict[str, float] = {}
         self.floor: dict[str, float] = {}
-        for metric, c in self.settings.items():
-            key = f"constraints.{metric}"
+        self.active: dict[str, bool] = {}
+        for name, c in self.settings.items():
+            key = f"constraints.{name}"
+            metric = self.metric[name] = c.metric or name
             if metric not in episode_metrics:
-                raise ConfigError(f"{config.origin(key)}: {key}: {config.env.task} has no episode metric {metric!r} "
+                where = key + ".metric" if c.metric else key
+                raise ConfigError(f"{config.origin(where)}: {where}: {config.env.task} has no episode metric {metric!r} "
                                   f"(metrics: {', '.join(episode_metrics)})")
             if c.term not in reward_weights.weights:
                 raise ConfigError(f"{config.origin(key + '.term')}: {key}.term: {config.env.task} has no reward term "
@@ -59,32 +69,44 @@ class ConstraintMultipliers:
             if c.max_weight < -weight:
                 raise ConfigError(f"{config.origin(key + '.max_weight')}: {key}.max_weight {c.max_weight:g} is below "
                                   f"the configured penalty |env.rewards.{c.term}| = {-weight:g}")
-            other = next((m for m in self.floor if self.settings[m].term == c.term), None)
+            other = next((n for n in self.floor if self.settings[n].term == c.term), None)
             if other is not None:
                 raise ConfigError(f"{config.origin(key + '.term')}: {key}.term: constraints.{other} already adapts "
                                   f"env.rewards.{c.term}; one constraint per term")
-            self.floor[metric] = self.lam[metric] = -weight
+            if c.start_success is not None and "success" not in episode_metrics:
+                raise ConfigError(f"{config.origin(key + '.start_success')}: {key}.start_success: {config.env.task} "
+                                  f"reports no success to start from")
+            self.floor[name] = self.lam[name] = -weight
+            self.active[name] = c.start_success is None
+            if not self.active[name]:
+                reward_weights.set_weight(c.term, 0.0)
 
     def update(self, windows: Mapping[str, Sequence[float]]) -> None:
         """One step of every multiplier from the recent finished episodes' metrics (``windows``:
-        metric -> values, the trainer's log window); sets the weights."""
-        for metric, c in self.settings.items():
-            values = windows[metric]
+        metric -> values, the trainer's log window, with ``success`` among them); sets the weights."""
+        for name, c in self.settings.items():
+            values = windows[self.metric[name]]
             if len(values) < MIN_EPISODES:
                 continue
+            if not self.active[name]:
+                if float(np.mean(windows["success"])) < c.start_success:
+                    continue
+                self.active[name] = True  # from here on as if configured so from the start
             excess = float(np.mean(values)) - c.limit
-            self.lam[metric] = float(np.clip(self.lam[metric] + c.lr * excess, self.floor[metric], c.max_weight))
-            self.reward_weights.set_weight(c.term, -self.lam[metric])
+            self.lam[name] = float(np.clip(self.lam[name] + c.lr * excess, self.floor[name], c.max_weight))
+            self.reward_weights.set_weight(c.term, -self.lam[name])
 
     def metrics(self) -> dict[str, float]:
-        """``constraint/<metric>``: the adapted weight of its term (for the log)."""
-        return {f"constraint/{metric}": -lam for metric, lam in self.lam.items()}
+        """``constraint/<name>``: the adapted weight of its term (for the log; 0 while not started)."""
+        return {f"constraint/{name}": -lam if self.active[name] else 0.0 for name, lam in self.lam.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lam": dict(self.lam)}
+        return {"lam": dict(self.lam), "active": dict(self.active)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for metric, lam in state.get("lam", {}).items():
-            if metric in self.settings:
-                self.lam[metric] = float(lam)
-                self.reward_weights.set_weight(self.settings[metric].term, -self.lam[metric])
+        active = state.get("active", {})
+        for name, lam in state.get("lam", {}).items():
+            if name in self.settings:
+                self.lam[name] = float(lam)
+                self.active[name] = bool(active.get(name, True))
+                self.reward_weights.set_weight(self.settings[name].term, -self.lam[name] if self.active[name] else 0.0)

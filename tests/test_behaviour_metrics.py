@@ -85,6 +85,18 @@ def test_a_cube_let_go_over_the_table_is_dropped():
     assert metrics["knocked_off"] == 0  # let go, not knocked
 
 
+def test_a_cube_the_pads_still_press_at_the_end_is_not_dropped():
+    """The grasp indicator can let go of a cube the gripper still holds (here: a grasp force no
+    touch reaches); at the episode's end that cube is not counted thrown or dropped."""
+    env = pickplace(4, table_target_prob=0.0, episode_seconds=3.0)
+    cube = grasp_and_lift(env)
+    go(env, cube + [0, 0, LIFT], 1.0, env.max_episode_steps - env.episode_step[0] - 3)
+    env.cfg.grasp_force = 1.0e6
+    metrics = run_out(env, cube + [0, 0, LIFT], 1.0)
+    assert metrics["drops"] == 1  # the indicator's loss
+    assert metrics["thrown_or_dropped"] == 0 and metrics["max_carry_height"] > 0.08
+
+
 def test_a_cube_let_go_over_the_floor_is_dropped_and_ends_the_episode():
     env = pickplace(5, table_target_prob=0.0, episode_seconds=8.0)
     grasp_and_lift(env)
@@ -125,8 +137,9 @@ def _layout(**values):
 
 def test_mobile_pick_counts_bumps_into_the_table_once_per_contact():
     """Facing the table 0.6 m away: drive into it and keep pushing (one bump, bounces included),
-    back off, drive in again (a second bump). The bump reward term costs every step of contact."""
-    env = MobilePickEnv(num_envs=1, nthread=1, seed=1, episode_seconds=4.0,
+    back off, drive in again (a second bump). The bump reward term costs every step of contact, the
+    bump_onset term each bump the metric counts."""
+    env = MobilePickEnv(num_envs=1, nthread=1, seed=1, episode_seconds=4.0, rewards={"bump_onset": -3.0},
                         randomization=_layout(table_distance=0.6, zone_distance=0.7, zone_bearing=1.5,
                                               heading_noise=0.0))
     env.reset(seed=1)
@@ -150,4 +163,5 @@ def test_mobile_pick_counts_bumps_into_the_table_once_per_contact():
     info = drive(0.0, env.max_episode_steps - env.episode_step[0])
     assert info["episode"]["bumps"][0] == 2 and info["episode"]["collisions"][0] >= 2
     np.testing.assert_allclose(info["episode"]["reward/bump"][0], env.cfg.rewards.bump * sum(touching))
+    np.testing.assert_allclose(info["episode"]["reward/bump_onset"][0], -3.0 * 2)
     assert {"bumps", "collisions", "max_carry_height", "thrown_or_dropped"} <= set(env.episode_metrics)

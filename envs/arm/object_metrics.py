@@ -86,9 +86,11 @@ class ObjectMetrics:
 
     def _object_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The metrics of :data:`OBJECT_METRICS` that the task lists in ``task_metrics``, for the
-        finished envs ``ids`` (a release still in the air is settled where the object is)."""
+        finished envs ``ids`` (a release still in the air is settled where the object is, unless every
+        grasp geom still presses it: the indicator let go of an object the gripper holds)."""
         steps = np.where(self.grasp_step[ids] >= 0, self.grasp_step[ids], self.max_episode_steps)
-        outcome = self.thrown_or_dropped[ids] | (self.released[ids] & ~self.in_target_zone()[ids])
+        held = self.pad_forces()[ids].min(axis=-1) > 0.0
+        outcome = self.thrown_or_dropped[ids] | (self.released[ids] & ~held & ~self.in_target_zone()[ids])
         values = {"time_to_grasp": steps * self.control_dt, "max_lift": np.maximum(self.max_lift[ids], 0.0),
                   "drops": self.drops[ids].astype(np.float64), "max_carry_height": self.max_carry_height[ids],
                   "thrown_or_dropped": outcome.astype(np.float64),

@@ -23,7 +23,8 @@ into the table), then the pick terms (reach, grasp, lift gated by the grasp), th
 as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
 grasp; a penalty on a held cube's height above ``carry_height_limit``; one for letting a lifted
 cube go outside the zone), success bonus, action-rate, joint-limit, collision (the bumper
-pressing on anything) and bump (the chassis touching the table or a wall) penalties.
+pressing on anything), bump (the chassis touching the table or a wall, per step) and bump_onset
+(per bump the ``bumps`` metric counts: the cost a constraint on that metric should adapt) penalties.
 
 Episode metrics: the arm tasks' (:mod:`robolearn.envs.arm.base`; the target zone is the drop zone,
 so a cube let go over it is not ``thrown_or_dropped``) and
@@ -105,7 +106,8 @@ class MobilePickRewards(StrictModel):
     action_rate: float = -0.005
     joint_limit: float = -0.1
     collision: float = -1.0
-    bump: float = -1.0  # per step the chassis touches the table or a wall (what the bumps metric counts)
+    bump: float = -1.0  # per step the chassis touches the table or a wall
+    bump_onset: float = 0.0  # per bump the ``bumps`` metric counts (the step a touch after a clear spell starts)
 
 
 class MobilePickConfig(ArmTaskConfig):
@@ -395,6 +397,7 @@ class MobilePickEnv(ArmTaskEnv):
         base_velocity = self.qvel[:, self._base_dof:self._base_dof + 2]
         collision = reward_collision(self.sensordata[:, self._bumper], cfg.collision_force)
         bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
+        bump_onset = bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
         terms = {
             "nav_progress": reward_progress(self.nav_distance, nav, 1.0 - grasped),
             "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2],
@@ -410,9 +413,10 @@ class MobilePickEnv(ArmTaskEnv):
             **self._penalty_terms(actions),
             "collision": collision,
             "bump": reward_contact(bumping),
+            "bump_onset": reward_contact(bump_onset),
         }
         count_collisions(collision > 0, self.in_collision, self.collisions)
-        self.bumps += bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
+        self.bumps += bump_onset
         self.steps_clear = np.where(bumping, 0, np.minimum(self.steps_clear + 1, BUMP_CLEAR_STEPS))
         self.nav_distance = nav
         self.carry_route = route

@@ -264,14 +264,20 @@ class TrainerConfig(StrictModel):
 
 
 class ConstraintConfig(StrictModel):
-    """A limit on an episode metric (``constraints.<metric>``), kept by adapting the weight of the
-    penalty term that charges for it (a Lagrange multiplier, :mod:`robolearn.constraints`)."""
+    """A limit on an episode metric (``constraints.<name>``, the name being the metric unless
+    ``metric`` says otherwise), kept by adapting the weight of the penalty term that charges for it
+    (a Lagrange multiplier, :mod:`robolearn.constraints`)."""
 
     term: str = Field(description="the reward term (env.rewards) whose penalty weight is adapted")
+    metric: str | None = Field(None, description="the episode metric limited (default: the constraint's name); "
+                                                 "two constraints may limit one metric through different terms")
     limit: float = Field(ge=0.0, description="the most the metric may average per episode")
     lr: float = Field(gt=0.0, description="weight change per iteration per unit the metric's mean exceeds the limit "
                                           "(or, below it, is under: the penalty relaxes to its configured weight)")
     max_weight: float = Field(gt=0.0, description="the largest magnitude the penalty weight may reach")
+    start_success: float | None = Field(None, ge=0.0, le=1.0, description=(
+        "switch the term on only once the training success rate (over the same window) first reaches "
+        "this; until then its weight is 0: a limit tightened after the task is learned"))
 
 
 RANDOMIZATION_TARGETS = {
