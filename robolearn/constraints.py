@@ -17,11 +17,12 @@ one with ``metric``)::
 
     constraints:
       bumps: {term: bump, limit: 0.8, lr: 0.005, max_weight: 5.0}
-      bump_onsets: {metric: bumps, term: bump_onset, limit: 0.6, lr: 0.03, max_weight: 30.0, start_success: 0.65}
+      bump_onsets: {metric: bumps, term: bump_onset, limit: 0.6, lr: 0.04, max_weight: 30.0, start_success: 0.65}
 
-A constraint with ``start_success`` keeps its term off (weight 0) until the training success rate
-over the same window first reaches that value, then starts from λ₀ as above: a limit tightened once
-the task is learned, where the same penalty from the start would keep the policy from learning it.
+A constraint with ``start_success`` leaves its term at the configured weight until the training
+success rate over the same window first reaches that value, and adapts it from then on: a limit
+tightened once the task is learned, where the same pressure from the start would keep the policy
+from learning it.
 
 The multipliers are trainer state: checkpoints keep them (and the trainer its windows), so a resumed run
 goes on with the weights it had; every rank updates them from the same merged episodes. Evaluation
@@ -51,7 +52,7 @@ class ConstraintMultipliers:
         self.metric: dict[str, str] = {}
         self.lam: dict[str, float] = {}
         self.floor: dict[str, float] = {}
-        self.active: dict[str, bool] = {}
+        self.started: dict[str, bool] = {}
         for name, c in self.settings.items():
             key = f"constraints.{name}"
             metric = self.metric[name] = c.metric or name
@@ -77,9 +78,7 @@ class ConstraintMultipliers:
                 raise ConfigError(f"{config.origin(key + '.start_success')}: {key}.start_success: {config.env.task} "
                                   f"reports no success to start from")
             self.floor[name] = self.lam[name] = -weight
-            self.active[name] = c.start_success is None
-            if not self.active[name]:
-                reward_weights.set_weight(c.term, 0.0)
+            self.started[name] = c.start_success is None
 
     def update(self, windows: Mapping[str, Sequence[float]]) -> None:
         """One step of every multiplier from the recent finished episodes' metrics (``windows``:
@@ -88,25 +87,25 @@ class ConstraintMultipliers:
             values = windows[self.metric[name]]
             if len(values) < MIN_EPISODES:
                 continue
-            if not self.active[name]:
+            if not self.started[name]:
                 if float(np.mean(windows["success"])) < c.start_success:
                     continue
-                self.active[name] = True  # from here on as if configured so from the start
+                self.started[name] = True  # and adapts from now on, whatever success does later
             excess = float(np.mean(values)) - c.limit
             self.lam[name] = float(np.clip(self.lam[name] + c.lr * excess, self.floor[name], c.max_weight))
             self.reward_weights.set_weight(c.term, -self.lam[name])
 
     def metrics(self) -> dict[str, float]:
-        """``constraint/<name>``: the adapted weight of its term (for the log; 0 while not started)."""
-        return {f"constraint/{name}": -lam if self.active[name] else 0.0 for name, lam in self.lam.items()}
+        """``constraint/<name>``: the adapted weight of its term (for the log)."""
+        return {f"constraint/{name}": -lam for name, lam in self.lam.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lam": dict(self.lam), "active": dict(self.active)}
+        return {"lam": dict(self.lam), "started": dict(self.started)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        active = state.get("active", {})
+        started = state.get("started", {})
         for name, lam in state.get("lam", {}).items():
             if name in self.settings:
                 self.lam[name] = float(lam)
-                self.active[name] = bool(active.get(name, True))
-                self.reward_weights.set_weight(self.settings[name].term, -self.lam[name] if self.active[name] else 0.0)
+                self.started[name] = bool(started.get(name, True))
+                self.reward_weights.set_weight(self.settings[name].term, -self.lam[name])

@@ -58,13 +58,13 @@ def test_the_weight_moves_by_lr_times_the_excess_between_its_floor_and_cap():
     assert weights.weights["progress"] == 1.0  # other terms untouched
 
 
-def test_a_started_constraint_stays_off_until_training_success_reaches_start_success():
+def test_a_constraint_adapts_only_once_training_success_reaches_start_success():
     late = ("constraints={collisions: {term: collision, limit: 0.5, lr: 0.1, max_weight: 1.0}, "
             "late_collisions: {metric: collisions, term: slack, limit: 0.5, lr: 0.1, max_weight: 1.0, "
             "start_success: 0.6}}")
     m, env = multipliers(late)
     weights = env.reward_weights
-    assert weights.weights["slack"] == 0.0  # off until started (configured -0.01)
+    assert weights.weights["slack"] == -0.01  # the configured weight until started
     collisions, success = collections.deque(maxlen=200), collections.deque(maxlen=200)
 
     def update(n, c, s):
@@ -73,9 +73,9 @@ def test_a_started_constraint_stays_off_until_training_success_reaches_start_suc
         m.update({"collisions": collisions, "success": success})
 
     update(150, 2.0, 0.0)  # collisions 2.0 > 0.5, but success 0 < 0.6: the first adapts, the second waits
-    assert weights.weights["collision"] == pytest.approx(-0.2, abs=1e-12) and weights.weights["slack"] == 0.0
+    assert weights.weights["collision"] == pytest.approx(-0.2, abs=1e-12) and weights.weights["slack"] == -0.01
     update(60, 2.0, 1.0)  # success 60 / 200 = 0.3: still waiting
-    assert weights.weights["slack"] == 0.0 and m.metrics()["constraint/late_collisions"] == 0.0
+    assert weights.weights["slack"] == -0.01 and m.metrics()["constraint/late_collisions"] == -0.01
     update(100, 2.0, 1.0)  # success 160 / 200 = 0.8: started, λ = 0.01 + 0.1 * (2.0 − 0.5)
     assert weights.weights["slack"] == pytest.approx(-0.16, abs=1e-12)
     assert m.metrics()["constraint/late_collisions"] == pytest.approx(-0.16, abs=1e-12)
@@ -84,10 +84,14 @@ def test_a_started_constraint_stays_off_until_training_success_reaches_start_suc
     state = m.state_dict()
     resumed, env2 = multipliers(late)
     resumed.load_state_dict(state)
-    assert env2.reward_weights.weights["slack"] == pytest.approx(-0.31, abs=1e-12) and resumed.active == m.active
-    fresh, env3 = multipliers(late)
-    fresh.load_state_dict({"lam": state["lam"], "active": {"collisions": True, "late_collisions": False}})
-    assert env3.reward_weights.weights["slack"] == 0.0  # a run saved before its start stays off
+    assert env2.reward_weights.weights["slack"] == pytest.approx(-0.31, abs=1e-12) and resumed.started == m.started
+    waiting, env3 = multipliers(late)  # a run saved before its start goes on waiting
+    waiting.load_state_dict({"lam": {"collisions": 0.2, "late_collisions": 0.01},
+                             "started": {"collisions": True, "late_collisions": False}})
+    waiting.update({"collisions": [2.0] * 200, "success": [0.0] * 200})
+    assert env3.reward_weights.weights["slack"] == -0.01
+    waiting.update({"collisions": [2.0] * 200, "success": [1.0] * 200})
+    assert env3.reward_weights.weights["slack"] == pytest.approx(-0.16, abs=1e-12)
 
 
 def test_constraints_are_logged_checkpointed_and_resumed(tmp_path, monkeypatch):

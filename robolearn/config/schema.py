@@ -276,8 +276,8 @@ class ConstraintConfig(StrictModel):
                                           "(or, below it, is under: the penalty relaxes to its configured weight)")
     max_weight: float = Field(gt=0.0, description="the largest magnitude the penalty weight may reach")
     start_success: float | None = Field(None, ge=0.0, le=1.0, description=(
-        "switch the term on only once the training success rate (over the same window) first reaches "
-        "this; until then its weight is 0: a limit tightened after the task is learned"))
+        "adapt the term's weight only once the training success rate (over the same window) first reaches "
+        "this; until then it keeps its configured weight: a limit tightened after the task is learned"))
 
 
 RANDOMIZATION_TARGETS = {
