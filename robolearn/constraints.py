@@ -21,8 +21,7 @@ one with ``metric``)::
 
 A constraint with ``start_success`` leaves its term at the configured weight until the training
 success rate over the same window first reaches that value, and adapts it from then on: a limit
-tightened once the task is learned, where the same pressure from the start would keep the policy
-from learning it.
+tightened once the task is learned, where the same pressure from the start slows learning it.
 
 The multipliers are trainer state: checkpoints keep them (and the trainer its windows), so a resumed run
 goes on with the weights it had; every rank updates them from the same merged episodes. Evaluation
