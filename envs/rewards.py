@@ -82,6 +82,12 @@ def reward_drop(lost: np.ndarray, in_zone: np.ndarray) -> np.ndarray:
     return (lost & ~in_zone).astype(np.float64)
 
 
+def reward_object_lost(lost: np.ndarray) -> np.ndarray:
+    """1 at the step the object is lost for the episode (the ``thrown_or_dropped`` metric's event:
+    come to rest outside the target zone after leaving the gripper, or knocked off the table)."""
+    return lost.astype(np.float64)
+
+
 def reward_place(distance: np.ndarray, std: float, gate: np.ndarray | float = 1.0) -> np.ndarray:
     """Object-target closeness ``1 - tanh(distance / std)``, times ``gate`` (PickPlace: grasped)."""
     return gate * (1.0 - np.tanh(distance / std))

@@ -18,7 +18,9 @@ CORE_COLUMNS = ("iteration", "env_steps", "wall_s", "steps_per_s", "return_mean"
 class MetricsLogger:
     """Appends rows to ``run_dir/metrics.csv`` and scalars to ``run_dir/tb``.
 
-    The column set is fixed by the first row (or by the existing file when a run resumes).
+    The columns are the first row's (or the existing file's when a run resumes); a row with keys
+    the file lacks (a resumed run that added a constraint or a reward term) widens the file, the
+    earlier rows left blank there.
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
@@ -39,6 +41,8 @@ class MetricsLogger:
             self.columns = [*CORE_COLUMNS, *extra]
             with self.path.open("w", newline="") as handle:
                 csv.writer(handle).writerow(self.columns)
+        elif any(key not in self.columns for key in row):
+            self._widen([key for key in row if key not in self.columns])
         with self.path.open("a", newline="") as handle:
             csv.writer(handle).writerow([_fmt(row.get(key)) for key in self.columns])
         if self._writer is not None:
@@ -46,6 +50,19 @@ class MetricsLogger:
             for key, value in row.items():
                 if key not in ("iteration", "env_steps") and isinstance(value, (int, float)) and math.isfinite(value):
                     self._writer.add_scalar(_tb_tag(key), value, step)
+
+    def _widen(self, keys: list[str]) -> None:
+        """Rewrite the file with ``keys`` appended to its columns (through a temporary file, so an
+        interruption leaves the old one whole)."""
+        with self.path.open(newline="") as handle:
+            rows = list(csv.reader(handle))[1:]
+        self.columns = [*self.columns, *keys]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(self.columns)
+            writer.writerows(row + [""] * (len(self.columns) - len(row)) for row in rows)
+        tmp.replace(self.path)
 
     def close(self) -> None:
         if self._writer is not None:

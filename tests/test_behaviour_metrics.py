@@ -77,7 +77,14 @@ def test_a_cube_let_go_over_the_table_is_dropped():
     cube = grasp_and_lift(env)
     aside = cube + [0, 0.08, LIFT]
     go(env, aside, 1.0, 10)
-    go(env, aside, -1.0, 30)  # open: the cube falls to the table and comes to rest there
+    lost_at = []  # the steps object_lost marks (the event a reward term can charge): once, where it landed
+    for step in range(30):  # open: the cube falls to the table and comes to rest there
+        was_dropped = bool(env.thrown_or_dropped[0])
+        go(env, aside, -1.0, 1)
+        if env.object_lost[0]:
+            assert not was_dropped and env.thrown_or_dropped[0]
+            lost_at.append(step)
+    assert len(lost_at) == 1 and lost_at[0] > 2  # it fell first, then came to rest
     assert not env.off_table[0] and env.thrown_or_dropped[0] and not env.released[0]
     metrics = run_out(env, aside, -1.0)
     assert metrics["length"] == env.max_episode_steps  # on the table: the episode runs on

@@ -16,6 +16,7 @@ import torch
 
 from robolearn.checkpoint import CheckpointError, load_checkpoint
 from robolearn.config import load_config
+from robolearn.logger import MetricsLogger
 from robolearn.run_dir import RunDirError, claim_run_dir, reserve_run_dir
 from robolearn.trainer import Trainer
 
@@ -221,3 +222,15 @@ def test_checkpoints_are_readable_by_others(tmp_path):
         os.umask(previous)
     for path in (tmp_path / "run" / "checkpoints").iterdir():
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_a_resumed_run_that_logs_new_columns_widens_metrics_csv(tmp_path):
+    """A run resumed with a constraint or reward term it lacked logs those columns too."""
+    MetricsLogger(tmp_path, tensorboard=False).log({"iteration": 1, "env_steps": 10, "success_rate": 0.5})
+    resumed = MetricsLogger(tmp_path, tensorboard=False)
+    resumed.log({"iteration": 2, "env_steps": 20, "success_rate": 0.75, "constraint/bumps": -3.0})
+    resumed.log({"iteration": 3, "env_steps": 30, "success_rate": 1.0, "constraint/bumps": -4.0})
+    rows = metrics(tmp_path)
+    assert [r["constraint/bumps"] for r in rows] == ["", "-3", "-4"]
+    assert [r["success_rate"] for r in rows] == ["0.5", "0.75", "1"] and [r["iteration"] for r in rows] == ["1", "2", "3"]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]

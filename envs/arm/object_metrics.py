@@ -43,6 +43,7 @@ class ObjectMetrics:
         self.thrown_or_dropped = np.zeros(n, bool)
         self.knocked_off = np.zeros(n, bool)  # off the table without having left the gripper in the air
         self.lost_grasp = np.zeros(n, bool)  # this step: the object left the gripper while lifted
+        self.object_lost = np.zeros(n, bool)  # this step: the episode became ``thrown_or_dropped``
 
     def _reset_object_metrics(self, ids: np.ndarray) -> None:
         self.grasp_step[ids] = -1
@@ -55,6 +56,7 @@ class ObjectMetrics:
         self.thrown_or_dropped[ids] = False
         self.knocked_off[ids] = False
         self.lost_grasp[ids] = False
+        self.object_lost[ids] = False
 
     def in_target_zone(self) -> np.ndarray:
         """Whether each env's object is in the task's target zone (N,): within the success radius
@@ -78,11 +80,13 @@ class ObjectMetrics:
         self.released = (self.released | lost) & ~grasped
         speed = np.linalg.norm(self.qvel[:, self._obj_dof:self._obj_dof + 3], axis=-1)
         landed = self.released & (speed < AT_REST_SPEED) & (pad_forces.max(axis=-1) <= 0.0)
+        was_lost = self.thrown_or_dropped.copy()
         self.thrown_or_dropped |= landed & ~self.in_target_zone()
         self.released &= ~landed
         knocked = fell & ~self.released  # knocked off, not fallen from the gripper
         self.knocked_off |= knocked
         self.thrown_or_dropped |= knocked
+        self.object_lost = self.thrown_or_dropped & ~was_lost
 
     def _object_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The metrics of :data:`OBJECT_METRICS` that the task lists in ``task_metrics``, for the

@@ -22,8 +22,9 @@ into the table), then the pick terms (reach, grasp, lift gated by the grasp), th
 (decrease of the cube's route to the zone, around the table where the straight line crosses it,
 as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
 grasp; a penalty on a held cube's height above ``carry_height_limit``; one for letting a lifted
-cube go outside the zone), success bonus, action-rate, joint-limit, collision (the bumper
-pressing on anything), bump (the chassis touching the table or a wall, per step) and bump_onset
+cube go outside the zone; ``object_lost`` at the step the episode becomes ``thrown_or_dropped``:
+the cube at rest outside the zone or knocked off the table), success bonus, action-rate,
+joint-limit, collision (the bumper pressing on anything), bump (the chassis touching the table or a wall, per step) and bump_onset
 (per bump the ``bumps`` metric counts: the cost a constraint on that metric should adapt) penalties.
 
 Episode metrics: the arm tasks' (:mod:`robolearn.envs.arm.base`; the target zone is the drop zone,
@@ -55,6 +56,7 @@ from robolearn.envs.rewards import (
     reward_collision,
     reward_contact,
     reward_drop,
+    reward_object_lost,
     reward_carry_height,
     reward_grasp,
     reward_lift,
@@ -102,6 +104,7 @@ class MobilePickRewards(StrictModel):
     carry: float = 2.0
     carry_height: float = -10.0  # per metre above carry_height_limit, per step
     drop: float = -20.0  # the step a lifted cube leaves the gripper outside the zone
+    object_lost: float = 0.0  # the step the episode becomes ``thrown_or_dropped`` (lands outside the zone, knocked off)
     success: float = 10.0
     action_rate: float = -0.005
     joint_limit: float = -0.1
@@ -409,6 +412,7 @@ class MobilePickEnv(ArmTaskEnv):
             "carry": reward_place(carry, cfg.carry_std, grasped),
             "carry_height": reward_carry_height(state["lift"], grasped, cfg.carry_height_limit),
             "drop": reward_drop(self.lost_grasp, carry < cfg.zone_radius),
+            "object_lost": reward_object_lost(self.object_lost),
             "success": reward_success(success),
             **self._penalty_terms(actions),
             "collision": collision,
