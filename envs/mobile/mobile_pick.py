@@ -24,8 +24,9 @@ as PointNav rewards the geodesic distance; the straight cube-zone closeness; bot
 grasp; a penalty on a held cube's height above ``carry_height_limit``; one for letting a lifted
 cube go outside the zone; ``object_lost`` at the step the episode becomes ``thrown_or_dropped``:
 the cube at rest outside the zone or knocked off the table), success bonus, action-rate,
-joint-limit, collision (the bumper pressing on anything), bump (the chassis touching the table or a wall, per step) and bump_onset
-(per bump the ``bumps`` metric counts: the cost a constraint on that metric should adapt) penalties.
+joint-limit, collision (the bumper pressing on anything), bump (the chassis touching the table or
+a wall, per step) and bump_onset (per bump the ``bumps`` metric counts: the cost a constraint on
+that metric should adapt) penalties.
 
 Episode metrics: the arm tasks' (:mod:`robolearn.envs.arm.base`; the target zone is the drop zone,
 so a cube let go over it is not ``thrown_or_dropped``) and
@@ -104,7 +105,7 @@ class MobilePickRewards(StrictModel):
     carry: float = 2.0
     carry_height: float = -10.0  # per metre above carry_height_limit, per step
     drop: float = -20.0  # the step a lifted cube leaves the gripper outside the zone
-    object_lost: float = 0.0  # the step the episode becomes ``thrown_or_dropped`` (lands outside the zone, knocked off)
+    object_lost: float = 0.0  # the step the episode becomes ``thrown_or_dropped`` (at rest off the zone, knocked off)
     success: float = 10.0
     action_rate: float = -0.005
     joint_limit: float = -0.1
