@@ -41,8 +41,8 @@ class MetricsLogger:
             self.columns = [*CORE_COLUMNS, *extra]
             with self.path.open("w", newline="") as handle:
                 csv.writer(handle).writerow(self.columns)
-        elif any(key not in self.columns for key in row):
-            self._widen([key for key in row if key not in self.columns])
+        elif missing := [key for key in row if key not in self.columns]:
+            self._widen(missing)
         with self.path.open("a", newline="") as handle:
             csv.writer(handle).writerow([_fmt(row.get(key)) for key in self.columns])
         if self._writer is not None:
