@@ -76,6 +76,19 @@ def reward_carry_height(height: np.ndarray, grasped: np.ndarray, limit: float) -
     return grasped * np.maximum(height - limit, 0.0)
 
 
+def reward_carry_speed(speed: np.ndarray, grasped: np.ndarray, limit: float) -> np.ndarray:
+    """m/s the held object moves faster than ``limit`` (0 at or below it, or when not held):
+    weighted negative, it keeps a carry gentle (arm swings fling the object out of the grip)."""
+    return grasped * np.maximum(speed - limit, 0.0)
+
+
+def reward_object_push(speed_xy: np.ndarray, free_on_table: np.ndarray) -> np.ndarray:
+    """Horizontal speed (m/s) of an object sliding on the table outside the grasp (``free_on_table``:
+    not grasped, at its resting height): weighted negative, it charges pushing the object along the
+    table, which is how fumbled grasps knock it off."""
+    return free_on_table * speed_xy
+
+
 def reward_drop(lost: np.ndarray, in_zone: np.ndarray) -> np.ndarray:
     """1 at the step a lifted object leaves the gripper outside the target zone (weighted negative:
     let go only where it belongs)."""

@@ -172,3 +172,25 @@ def test_mobile_pick_counts_bumps_into_the_table_once_per_contact():
     np.testing.assert_allclose(info["episode"]["reward/bump"][0], env.cfg.rewards.bump * sum(touching))
     np.testing.assert_allclose(info["episode"]["reward/bump_onset"][0], -3.0 * 2)
     assert {"bumps", "collisions", "max_carry_height", "thrown_or_dropped"} <= set(env.episode_metrics)
+
+
+def test_mobile_pick_object_push_charges_a_cube_sliding_on_the_table():
+    """A cube set sliding along the table top costs object_push (its horizontal speed) until it
+    stops; a cube at rest costs (next to) nothing."""
+    env = MobilePickEnv(num_envs=2, nthread=1, seed=3, rewards={"object_push": -1.0})
+    env.reset(seed=3)
+    qvel = env.qvel[0].copy()
+    qvel[env._obj_dof:env._obj_dof + 2] = [1.0, 0.0]
+    env.qvel[0] = qvel
+    env.batch.forward([0])
+    column = env.reward_weights.names.index("object_push")
+    action = np.zeros((2, env.single_action_space.shape[0]))
+    env.step(action)
+    speed = np.linalg.norm(env.qvel[0, env._obj_dof:env._obj_dof + 2])
+    assert speed > 0.1  # still sliding after one step
+    pushed, resting = env.episode_reward_terms[:, column]
+    assert pushed == pytest.approx(-speed) and resting == pytest.approx(0.0, abs=1e-6)  # settled to rest
+    for _ in range(25):
+        env.step(action)
+    assert np.linalg.norm(env.qvel[0, env._obj_dof:env._obj_dof + 2]) < 1e-3  # friction stopped it
+    assert env.episode_reward_terms[1, column] == pytest.approx(0.0, abs=1e-4)

@@ -12,7 +12,8 @@ from robolearn.envs.arm.base import grasp_indicator
 from robolearn.envs.robots.ik import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
-from robolearn.envs.rewards import reward_carry_height, reward_drop, reward_lift, reward_place, reward_reach
+from robolearn.envs.rewards import (reward_carry_height, reward_carry_speed, reward_drop, reward_lift, reward_object_push,
+                                    reward_place, reward_reach)
 
 from robolearn.config import RandomizationConfig
 
@@ -115,6 +116,8 @@ def test_reward_terms_on_values():
     np.testing.assert_allclose(reward_place(np.zeros(2), 0.1, np.array([1.0, 0.0])), [1.0, 0.0])
     held = np.array([1.0, 1.0, 0.0])
     np.testing.assert_allclose(reward_carry_height(np.array([0.2, 0.4, 0.4]), held, 0.25), [0.0, 0.15, 0.0])
+    np.testing.assert_allclose(reward_carry_speed(np.array([0.5, 1.25, 1.25]), held, 0.75), [0.0, 0.5, 0.0])
+    np.testing.assert_allclose(reward_object_push(np.array([0.3, 0.3, 0.0]), np.array([True, False, True])), [0.3, 0, 0])
     lost, in_zone = np.array([True, True, False]), np.array([False, True, False])
     np.testing.assert_array_equal(reward_drop(lost, in_zone), [1.0, 0.0, 0.0])
 

@@ -21,12 +21,13 @@ grasped and only beyond ``reach_standoff``, where the arm reaches it: nothing to
 into the table), then the pick terms (reach, grasp, lift gated by the grasp), then carrying
 (decrease of the cube's route to the zone, around the table where the straight line crosses it,
 as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
-grasp; a penalty on a held cube's height above ``carry_height_limit``; one for letting a lifted
-cube go outside the zone; ``object_lost`` at the step the episode becomes ``thrown_or_dropped``:
-the cube at rest outside the zone or knocked off the table), success bonus, action-rate,
-joint-limit, collision (the bumper pressing on anything), bump (the chassis touching the table or
-a wall, per step) and bump_onset (per bump the ``bumps`` metric counts: the cost a constraint on
-that metric should adapt) penalties.
+grasp; penalties on a held cube's height above ``carry_height_limit`` and its speed above
+``carry_speed_limit``; ``object_push``, the speed of a free cube sliding on the table (fumbled
+grasps push it off); one for letting a lifted cube go outside the zone; ``object_lost`` at the step
+the episode becomes ``thrown_or_dropped``: the cube at rest outside the zone or knocked off the
+table), success bonus, action-rate, joint-limit, collision (the bumper pressing on anything), bump
+(the chassis touching the table or a wall, per step) and bump_onset (per bump the ``bumps`` metric
+counts: the cost a constraint on that metric should adapt) penalties.
 
 Episode metrics: the arm tasks' (:mod:`robolearn.envs.arm.base`; the target zone is the drop zone,
 so a cube let go over it is not ``thrown_or_dropped``) and
@@ -59,6 +60,8 @@ from robolearn.envs.rewards import (
     reward_drop,
     reward_object_lost,
     reward_carry_height,
+    reward_carry_speed,
+    reward_object_push,
     reward_grasp,
     reward_lift,
     reward_place,
@@ -81,6 +84,8 @@ MAX_LAYOUT_DISTANCE = 3.0
 BUMP_GEOMS = ("table", "wall_n", "wall_s", "wall_e", "wall_w")
 #: control steps clear of them before a contact counts as a new bump (a bounce while pushing does not)
 BUMP_CLEAR_STEPS = 3
+#: metres from its resting height within which a free cube counts as on the table (the object_push term)
+ON_TABLE = 0.01
 #: rad off facing the table for an episode that starts beside it holding the cube (``carry_start``)
 CARRY_START_HEADING = 0.3
 #: metres from the table centre: the disc the carry route goes around (how close the base's centre
@@ -104,6 +109,8 @@ class MobilePickRewards(StrictModel):
     carry_progress: float = 20.0
     carry: float = 2.0
     carry_height: float = -10.0  # per metre above carry_height_limit, per step
+    carry_speed: float = 0.0  # per m/s a held cube moves faster than carry_speed_limit, per step
+    object_push: float = 0.0  # per m/s a free cube slides on the table top, per step
     drop: float = -20.0  # the step a lifted cube leaves the gripper outside the zone
     object_lost: float = 0.0  # the step the episode becomes ``thrown_or_dropped`` (at rest off the zone, knocked off)
     success: float = 10.0
@@ -137,6 +144,8 @@ class MobilePickConfig(ArmTaskConfig):
                                   "closer (into the table)")
     carry_height_limit: float = Field(0.25, gt=0.0, description="metres above the cube's resting height (on the "
                                       "table) beyond which the carry_height term penalises a held cube")
+    carry_speed_limit: float = Field(0.75, gt=0.0, description="m/s of a held cube beyond which the carry_speed "
+                                     "term penalises it (the base drives at up to 0.6 m/s)")
     rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
 
     @model_validator(mode="after")
@@ -399,6 +408,7 @@ class MobilePickEnv(ArmTaskEnv):
         success = self._held_success((carry < cfg.zone_radius) & self.grasped)
         base_xy = self.qpos[:, self._base_qpos:self._base_qpos + 2]
         base_velocity = self.qvel[:, self._base_dof:self._base_dof + 2]
+        object_velocity = self.qvel[:, self._obj_dof:self._obj_dof + 3]
         collision = reward_collision(self.sensordata[:, self._bumper], cfg.collision_force)
         bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
         bump_onset = bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
@@ -412,6 +422,10 @@ class MobilePickEnv(ArmTaskEnv):
             "carry_progress": reward_progress(self.carry_route, route, grasped),
             "carry": reward_place(carry, cfg.carry_std, grasped),
             "carry_height": reward_carry_height(state["lift"], grasped, cfg.carry_height_limit),
+            "carry_speed": reward_carry_speed(np.linalg.norm(object_velocity, axis=-1), grasped,
+                                              cfg.carry_speed_limit),
+            "object_push": reward_object_push(np.linalg.norm(object_velocity[:, :2], axis=-1),
+                                              (1.0 - grasped) * (np.abs(state["lift"]) < ON_TABLE)),
             "drop": reward_drop(self.lost_grasp, carry < cfg.zone_radius),
             "object_lost": reward_object_lost(self.object_lost),
             "success": reward_success(success),
