@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 #: targets written into model fields at reset: target -> (field, column)
 _MODEL_FIELDS = {
     "geom_friction": ("geom_friction", 0),
+    "contact_timeconst": ("geom_solref", 0),
     "joint_damping": ("dof_damping", None),
     "armature": ("dof_armature", None),
 }
@@ -144,6 +145,15 @@ class Randomizer:
         t = p.target
         if t == "geom_friction":
             return ids_of("geom", p.select.geoms)
+        if t == "contact_timeconst":
+            geoms = ids_of("geom", p.select.geoms)
+            # MuJoCo clamps a time constant under two timesteps to that (solref's "refsafe"): refuse
+            # a range that would be clamped rather than randomize nothing below it
+            stiffest = float(np.min(_apply_op(p.op, model.geom_solref[geoms, 0], p.limit_range.lo)))
+            if stiffest < 2 * model.opt.timestep:
+                raise RandomizationError(f"{key}.limits: a contact time constant of {stiffest:g} s is under two "
+                                         f"physics timesteps ({2 * model.opt.timestep:g} s), where MuJoCo clamps it")
+            return geoms
         if t == "body_mass":
             return ids_of("body", p.select.bodies)
         if t == "push":

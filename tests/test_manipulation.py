@@ -15,7 +15,7 @@ from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobileP
 from robolearn.envs.rewards import (reward_carry_height, reward_carry_speed, reward_drop, reward_lift, reward_object_push,
                                     reward_place, reward_reach)
 
-from robolearn.config import RandomizationConfig
+from robolearn.config import ConfigError, RandomizationConfig
 
 ARM_TASKS = ["robolearn/Reach-v0", "robolearn/Push-v0", "robolearn/PickPlace-v0", "robolearn/MobilePick-v0"]
 ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "hand", "finger_l", "finger_r")
@@ -420,6 +420,47 @@ def test_mobile_pick_carry_start_puts_the_cube_in_the_closed_gripper():
     held = np.linalg.norm(env.object_pos - env.ee_pos, axis=-1) < 1e-6
     assert 0.25 < held.mean() < 0.75
     np.testing.assert_allclose(env.object_pos[~held, 2], env.object_rest_z[~held])  # the others on the table
+
+
+def test_grasp_timeconst_stiffens_the_pads_and_the_randomizer_moves_it_per_env():
+    """``env.grasp_timeconst`` sets the grasp geoms' contact time constant (the damping ratio kept);
+    the ``contact_timeconst`` randomization target writes values into the per-env model fields the
+    physics reads: the same value steps a held cube bit for bit as the stiff model does, the soft
+    default differently, and every env gets its own sample."""
+    def pads_param(lo, hi):
+        return {"target": "contact_timeconst", "select": {"geoms": ["finger_l", "finger_r"]}, "op": "set",
+                "init_range": [lo, hi]}
+
+    carry = {"carry": {"target": "layout", "select": {"layout": "carry_start"}, "op": "set", "init_range": [1.0, 1.0]}}
+    stiff = MobilePickEnv(num_envs=4, nthread=1, seed=0, grasp_timeconst=0.01,
+                          randomization={"params": carry})
+    soft = MobilePickEnv(num_envs=4, nthread=1, seed=0, randomization={"params": carry})
+    moved = MobilePickEnv(num_envs=4, nthread=1, seed=0,
+                          randomization={"params": {**carry, "pads": pads_param(0.01, 0.01)}})
+    pads = [stiff.model.geom(name).id for name in ("finger_l", "finger_r")]
+    np.testing.assert_array_equal(stiff.model.geom_solref[pads], [[0.01, 1.0], [0.01, 1.0]])
+    np.testing.assert_array_equal(soft.model.geom_solref[pads], [[0.02, 1.0], [0.02, 1.0]])  # arm5.xml's (MuJoCo's default)
+    np.testing.assert_array_equal(moved.model.geom_solref[pads], soft.model.geom_solref[pads])  # nominal model untouched
+    turn = np.zeros((4, 8))
+    turn[:, :2], turn[:, 4], turn[:, 7] = [-1.0, 1.0], 0.5, 1.0  # spin on the spot, raise the hand, gripper closed
+    trajectories = []
+    for env in (stiff, soft, moved):
+        env.reset(seed=0)
+        for _ in range(40):
+            env.step(turn)
+        assert env.grasped.all()
+        trajectories.append(env.qpos.copy())
+    np.testing.assert_array_equal(trajectories[2], trajectories[0])
+    assert np.abs(trajectories[1] - trajectories[0]).max() > 1e-6
+    spread = MobilePickEnv(num_envs=16, nthread=1, seed=0, randomization={"params": {"pads": pads_param(0.01, 0.02)}})
+    spread.reset(seed=0)
+    sampled = spread.randomizer.values[:, spread.randomizer.names.index("pads")]
+    assert sampled.min() < 0.0125 and sampled.max() > 0.0175
+    live = spread.model_field("geom_solref")
+    np.testing.assert_array_equal(live[:, pads, 0], np.stack([sampled, sampled], axis=1))
+    np.testing.assert_array_equal(live[:, pads, 1], 1.0)
+    with pytest.raises(ConfigError, match=r"^env\.grasp_timeconst: 0\.005 s is under two physics timesteps \(0\.01 s\)"):
+        MobilePickEnv(num_envs=1, nthread=1, grasp_timeconst=0.005)
 
 
 @pytest.mark.parametrize("noslip", [None, 0])

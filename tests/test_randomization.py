@@ -21,6 +21,7 @@ NOMINAL = {
         "gain": {"target": "actuator_gain", "select": {"actuators": ["wheel_l", "wheel_r"]}, "init_range": [1, 1]},
         "strength": {"target": "actuator_strength", "select": {"actuators": ["wheel_l"]}, "init_range": [1, 1]},
         "gravity": {"target": "gravity", "init_range": [1, 1]},
+        "stiffness": {"target": "contact_timeconst", "select": {"geoms": ["wheel_l"]}, "init_range": [1, 1]},
         "latency": {"target": "action_latency", "op": "set", "type": "int", "init_range": [0, 0], "limits": [0, 3]},
         "noise": {"target": "action_noise", "op": "set", "init_range": [0, 0]},
         "deadband": {"target": "action_deadband", "op": "set", "init_range": [0, 0]},
@@ -141,6 +142,8 @@ def test_white_obs_noise_changes_every_step_and_critic_sees_parameters():
      r"randomization\.params\.x\.select\.obs_terms: 'sonar' is not a policy obs term"),
     ({"x": {"target": "layout", "select": {"layout": "walls"}, "init_range": [1, 1]}},
      r"randomization\.params\.x\.select\.layout: 'walls' is not a layout parameter"),
+    ({"x": {"target": "contact_timeconst", "select": {"geoms": ["wheel_l"]}, "init_range": [0.5, 1], "limits": [0.3, 1]}},
+     r"^randomization\.params\.x\.limits: a contact time constant of 0.015 s is under two physics timesteps \(0.02 s\)"),
 ])
 def test_names_that_match_nothing_are_config_errors(params, message):
     with pytest.raises(RandomizationError, match=message):
@@ -155,6 +158,8 @@ def test_names_that_match_nothing_are_config_errors(params, message):
     ({"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [0, 1]}, "scale ranges must be positive"),
     ({"target": "gravity", "select": {"bodies": ["base"]}, "init_range": [1, 1]}, "takes no selection"),
     ({"target": "action_latency", "op": "set", "init_range": [0, 1]}, "type: int"),
+    ({"target": "contact_timeconst", "select": {"geoms": ["wheel_l"]}, "op": "set", "init_range": [-100, 0.02]},
+     r"contact_timeconst is seconds \(> 0"),
 ])
 def test_bad_parameters_name_the_key(tmp_path, param, message):
     path = tmp_path / "exp.yaml"

@@ -49,6 +49,7 @@ import json
 import mujoco
 import numpy as np
 
+from robolearn.config import ConfigError
 from robolearn.envs.arm.actions import arm_actions
 from robolearn.envs.arm.config import ArmTaskConfig, Region
 from robolearn.envs.arm.object_metrics import OBJECT_METRICS, ObjectMetrics
@@ -146,7 +147,11 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
         return [self.cfg.robot]
 
     def _build_model(self) -> mujoco.MjModel:
-        model = compose(scene_mjspec(*self.scene), self.robot_specs(), self.scene[1], edit=self._edit_scene)
+        model = compose(scene_mjspec(*self.scene), self.robot_specs(), self.scene[1], edit=self._edit_spec)
+        timeconst = self.cfg.grasp_timeconst
+        if timeconst is not None and timeconst < 2 * model.opt.timestep:
+            raise ConfigError(f"env.grasp_timeconst: {timeconst:g} s is under two physics timesteps "
+                              f"({2 * model.opt.timestep:g} s), where MuJoCo clamps it")
         #: the arm's and gripper's indices in the model (robolearn.envs.robots.handles)
         self.arm = ArmHandles(model, self.cfg.robot)
         self.gripper = GripperHandles(model, self.cfg.robot)
@@ -184,6 +189,17 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
             "last_action": {"units": "normalised [-1, 1]", "frame": "action",
                             "meaning": "the policy's previous action (before scaling), zeros at an episode's start"},
         }
+
+    def _edit_spec(self, spec: mujoco.MjSpec) -> None:
+        """The task's scene additions (:meth:`_edit_scene`), then the settings every arm task
+        applies to the composed robot: the grasp geoms' contact time constant."""
+        self._edit_scene(spec)
+        timeconst, robot = self.cfg.grasp_timeconst, self.cfg.robot
+        if timeconst is None:
+            return
+        for name in robot.gripper.grasp_geoms:
+            geom = spec.geom(robot.prefix + name)
+            geom.solref = [timeconst, geom.solref[1]]
 
     def _edit_scene(self, spec: mujoco.MjSpec) -> None:
         """Additions to the composed scene before it compiles: the video camera, a three-quarter

@@ -48,6 +48,10 @@ class ArmTaskConfig(EnvConfig):
                                        "never tempted to hover short of it to collect them)")
     grasp_force: float = Field(1.0, ge=0.0, description="finger-pad force sum (N) above which the object counts as grasped")
     lift_height: float = Field(0.1, gt=0.0, description="metres of lift at which the lift term saturates")
+    grasp_timeconst: float | None = Field(None, gt=0.0, description=(
+        "s, the contact time constant (MuJoCo solref[0]) of the gripper's grasp geoms (unset: the robot file's; "
+        "MuJoCo's default is 0.02 s, lower is stiffer, two physics timesteps the least): a soft pad lets a cube "
+        "held in the closed gripper slide out in a fast turn"))
 
     @model_validator(mode="after")
     def _sizes(self) -> ArmTaskConfig:

@@ -284,6 +284,7 @@ RANDOMIZATION_TARGETS = {
     # simulator physics, applied per env at reset through per-env model fields
     "geom_friction": "geoms", "body_mass": "bodies", "joint_damping": "joints", "armature": "joints",
     "actuator_gain": "actuators", "actuator_strength": "actuators", "gravity": None,
+    "contact_timeconst": "geoms",  # s, the geoms' contact time constant (MuJoCo solref[0]): lower is stiffer
     # custom physics, applied inside step
     "action_latency": None, "action_noise": None, "action_deadband": None, "action_backlash": None,
     "push": "bodies",
@@ -355,6 +356,9 @@ class RandomizationParam(StrictModel):
             raise ValueError(f"{self.target} counts whole control steps: set type: int")
         if self.delta_style == "multiplicative" and limits.lo <= 0:
             raise ValueError("multiplicative delta needs positive limits")
+        if self.target == "contact_timeconst" and self.op == "set" and limits.lo <= 0:
+            raise ValueError(f"contact_timeconst is seconds (> 0; MuJoCo reads a negative solref as a stiffness), "
+                             f"got limits {[limits.lo, limits.hi]}")
         return self
 
     @property
