@@ -142,13 +142,23 @@ def test_white_obs_noise_changes_every_step_and_critic_sees_parameters():
      r"randomization\.params\.x\.select\.obs_terms: 'sonar' is not a policy obs term"),
     ({"x": {"target": "layout", "select": {"layout": "walls"}, "init_range": [1, 1]}},
      r"randomization\.params\.x\.select\.layout: 'walls' is not a layout parameter"),
-    ({"x": {"target": "contact_timeconst", "select": {"geoms": ["wheel_l"]}, "init_range": [0.5, 1], "limits": [0.3, 1]}},
-     r"^randomization\.params\.x\.limits: a contact time constant of 0.015 s is under two physics timesteps \(0.02 s\)"),
 ])
 def test_names_that_match_nothing_are_config_errors(params, message):
     with pytest.raises(RandomizationError, match=message):
         NavEnv(num_envs=1, randomization={"params": params})
     assert issubclass(RandomizationError, ConfigError)
+
+
+def test_contact_timeconst_under_two_timesteps_is_refused():
+    """MuJoCo clamps a contact time constant under two physics timesteps: a range reaching there
+    (the wheels' 0.05 s scaled by 0.3 at a 0.01 s step) would randomize nothing below it."""
+    params = {"x": {"target": "contact_timeconst", "select": {"geoms": ["wheel_l"]}, "init_range": [0.5, 1],
+                    "limits": [0.3, 1]}}
+    with pytest.raises(RandomizationError, match=r"^randomization\.params\.x\.limits: a contact time constant of "
+                                                 r"0\.015 s is under two physics timesteps \(0\.02 s\)"):
+        NavEnv(num_envs=1, randomization={"params": params})
+    params["x"]["limits"] = [0.4, 1]  # 0.02 s: the stiffest allowed
+    NavEnv(num_envs=1, randomization={"params": params})
 
 
 @pytest.mark.parametrize("param, message", [

@@ -50,8 +50,8 @@ class ArmTaskConfig(EnvConfig):
     lift_height: float = Field(0.1, gt=0.0, description="metres of lift at which the lift term saturates")
     grasp_timeconst: float | None = Field(None, gt=0.0, description=(
         "s, the contact time constant (MuJoCo solref[0]) of the gripper's grasp geoms (unset: the robot file's; "
-        "MuJoCo's default is 0.02 s, lower is stiffer, two physics timesteps the least): a soft pad lets a cube "
-        "held in the closed gripper slide out in a fast turn"))
+        "MuJoCo's default is 0.02 s, lower is stiffer, two physics timesteps the least): on stiffer pads fewer "
+        "carried cubes slip out of the closed gripper (README, MobilePick)"))
 
     @model_validator(mode="after")
     def _sizes(self) -> ArmTaskConfig:
