@@ -53,6 +53,7 @@ from robolearn.config import ConfigError
 from robolearn.envs.arm.actions import arm_actions
 from robolearn.envs.arm.config import ArmTaskConfig, Region
 from robolearn.envs.arm.object_metrics import OBJECT_METRICS, ObjectMetrics
+from robolearn.envs.arm.obs_info import arm_obs_term_info
 from robolearn.envs.core import BatchedMujocoEnv
 from robolearn.envs.rewards import reward_action_rate, reward_joint_limit
 from robolearn.envs.robots import (
@@ -164,31 +165,8 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
     @property
     def obs_term_info(self) -> dict[str, dict]:
         """What the export contract tells the robot side about each policy observation term."""
-        arm, frame = self.arm, f"arm base (body {self.cfg.robot.prefix}{self.cfg.robot.arm.base_body})"
-        target = "the gripper" if type(self)._task_target_rel is not ArmTaskEnv._task_target_rel else "the object"
-        xyz, units = ["x", "y", "z"], list(dict.fromkeys(arm.units))  # "rad", or "rad, m" with a slide joint
-        return {
-            "joint_pos": {"units": ", ".join(units), "frame": "joint", "elements": list(arm.names),
-                          "meaning": "arm joint positions (rad for hinges, m for slides), the file's zero"},
-            "joint_vel": {"units": ", ".join(f"{u}/s" for u in units), "frame": "joint",
-                          "elements": list(arm.names), "meaning": "arm joint velocities"},
-            "gripper": {"units": "unitless, 1/s", "frame": "gripper", "elements": ["open_fraction", "open_fraction_rate"],
-                        "meaning": "the fingers' open fraction (0 closed, 1 fully open) and its rate"},
-            "ee_pose": {"units": "m, unitless", "frame": frame,
-                        "elements": [f"pos_{a}" for a in xyz] + [f"x_axis_{a}" for a in xyz] + [f"z_axis_{a}" for a in xyz],
-                        "meaning": "end-effector position, then the x and z axes of its frame (rotation matrix columns)"},
-            "object_pos": {"units": "m", "frame": frame, "elements": xyz,
-                           "meaning": "the object's centre minus the end-effector position"},
-            "object_rot": {"units": "unitless", "frame": frame,
-                           "elements": [f"x_axis_{a}" for a in xyz] + [f"z_axis_{a}" for a in xyz],
-                           "meaning": "the object's x and z axes (rotation matrix columns)"},
-            "object_vel": {"units": "m/s", "frame": frame, "elements": xyz,
-                           "meaning": "the object's linear velocity minus the end effector's"},
-            "target": {"units": "m", "frame": frame, "elements": xyz,
-                       "meaning": f"the target position minus {target}'s"},
-            "last_action": {"units": "normalised [-1, 1]", "frame": "action",
-                            "meaning": "the policy's previous action (before scaling), zeros at an episode's start"},
-        }
+        to_gripper = type(self)._task_target_rel is not ArmTaskEnv._task_target_rel
+        return arm_obs_term_info(self.cfg.robot, self.arm, "the gripper" if to_gripper else "the object")
 
     def _edit_spec(self, spec: mujoco.MjSpec) -> None:
         """The task's scene additions (:meth:`_edit_scene`), then the settings every arm task
