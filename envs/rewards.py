@@ -70,6 +70,15 @@ def reward_lift(height: np.ndarray, grasped: np.ndarray, lift_height: float) -> 
     return grasped * np.clip(height / lift_height, 0.0, 1.0)
 
 
+def reward_centred_grip(offset: np.ndarray, height: np.ndarray, grasped: np.ndarray, lift_height: float,
+                        std: float) -> np.ndarray:
+    """How centred a lifted object sits in the grip: ``1 - tanh(offset / std)`` for ``offset``, the
+    metres from the object's centre to the middle of the finger pads, times the lift term's
+    saturating height (0 on the table or when not held). A pinch through the centre holds; one near
+    an edge or the fingertips lets the object pivot out."""
+    return reward_lift(height, grasped, lift_height) * (1.0 - np.tanh(offset / std))
+
+
 def reward_carry_height(height: np.ndarray, grasped: np.ndarray, limit: float) -> np.ndarray:
     """Metres the held object is above ``limit`` over its resting height (0 at or below it, or
     when not held): weighted negative, it keeps a carried object low."""

@@ -12,7 +12,7 @@ from robolearn.envs.arm.base import grasp_indicator
 from robolearn.envs.robots.ik import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
-from robolearn.envs.rewards import (reward_carry_height, reward_carry_speed, reward_drop, reward_lift, reward_object_push,
+from robolearn.envs.rewards import (reward_carry_height, reward_carry_speed, reward_centred_grip, reward_drop, reward_lift, reward_object_push,
                                     reward_place, reward_reach)
 
 from robolearn.config import ConfigError, RandomizationConfig
@@ -120,6 +120,11 @@ def test_reward_terms_on_values():
     np.testing.assert_allclose(reward_object_push(np.array([0.3, 0.3, 0.0]), np.array([True, False, True])), [0.3, 0, 0])
     lost, in_zone = np.array([True, True, False]), np.array([False, True, False])
     np.testing.assert_array_equal(reward_drop(lost, in_zone), [1.0, 0.0, 0.0])
+    # lift's saturating height times 1 - tanh(offset / std): centred and aloft 1, 2 cm off 1 - tanh(1),
+    # half the lift height half that, on the table or not held 0
+    offset, height = np.array([0.0, 0.02, 0.02, 0.0, 0.0]), np.array([0.2, 0.2, 0.05, 0.0, 0.2])
+    np.testing.assert_allclose(reward_centred_grip(offset, height, np.array([1.0, 1, 1, 1, 0]), 0.1, 0.02),
+                               [1.0, 1 - np.tanh(1), (1 - np.tanh(1)) / 2, 0.0, 0.0])
 
 
 def _grasp_pose(env, i):
@@ -389,7 +394,8 @@ def test_mobile_pick_carry_start_puts_the_cube_in_the_closed_gripper():
     gripper stays closed, and falls when it opens); nominal 0: on the table."""
     env = MobilePickEnv(num_envs=8, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0))
     env.reset(seed=0)
-    np.testing.assert_allclose(env.object_pos, env.ee_pos, atol=1e-9)
+    np.testing.assert_allclose(env.object_pos, env.grasp_point, atol=1e-9)  # between the pads' centres,
+    np.testing.assert_allclose(np.linalg.norm(env.object_pos - env.ee_pos, axis=-1), 0.024, atol=1e-6)  # not at the tips
     b = env._base_qpos
     edge_gap = np.abs(env.qpos[:, b:b + 2] - env.table).max(-1) - 0.25 - env.base.footprint
     assert ((edge_gap >= 0.05 - 1e-9) & (edge_gap <= 0.15 + 1e-9)).all()  # a few cm off the table edge
@@ -417,9 +423,35 @@ def test_mobile_pick_carry_start_puts_the_cube_in_the_closed_gripper():
     assert dropped.all()
     env = MobilePickEnv(num_envs=64, nthread=1, seed=0, randomization=_layout_randomization(carry_start=0.5))
     env.reset(seed=0)
-    held = np.linalg.norm(env.object_pos - env.ee_pos, axis=-1) < 1e-6
+    held = np.linalg.norm(env.object_pos - env.grasp_point, axis=-1) < 1e-6
     assert 0.25 < held.mean() < 0.75
     np.testing.assert_allclose(env.object_pos[~held, 2], env.object_rest_z[~held])  # the others on the table
+
+
+def test_mobile_pick_centred_grip_pays_a_cube_held_between_the_pads_middles():
+    """A carry start holds the cube centred between the pads: centred_grip pays (nearly) its lift
+    fraction; the same start with the cube 2 cm toward the fingertips pays 1 - tanh(1) of that."""
+    paid = []
+    for shift in (0.0, 0.02):
+        env = MobilePickEnv(num_envs=2, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0),
+                            rewards={"centred_grip": 1.0})
+        env.reset(seed=0)
+        if shift:
+            tips = env.ee_pos - env.grasp_point
+            qpos = env.qpos.copy()
+            qpos[:, env._obj_qpos:env._obj_qpos + 3] += shift * tips / np.linalg.norm(tips, axis=-1, keepdims=True)
+            env.qpos[:] = qpos
+            env.batch.forward([0, 1])
+        column = env.reward_weights.names.index("centred_grip")
+        hold = np.zeros((2, env.single_action_space.shape[0]))
+        hold[:, -1] = 1.0  # the gripper closed, all else still
+        env.step(hold)
+        assert env.grasped.all()
+        lift = np.clip((env.object_pos[:, 2] - env.object_rest_z) / env.cfg.lift_height, 0, 1)
+        offset = np.linalg.norm(env.object_pos - env.grasp_point, axis=-1)
+        np.testing.assert_allclose(env.episode_reward_terms[:, column], lift * (1 - np.tanh(offset / 0.02)), rtol=1e-9)
+        paid.append(env.episode_reward_terms[:, column] / lift)
+    assert (paid[0] > 0.9).all() and (np.abs(paid[1] - (1 - np.tanh(1))) < 0.15).all()
 
 
 def test_grasp_timeconst_stiffens_the_pads_and_the_randomizer_moves_it_per_env():

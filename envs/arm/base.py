@@ -122,6 +122,7 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
         self.site_xmat = self.batch.bind("site_xmat")
         self.xpos = self.batch.bind("xpos")
         self.xmat = self.batch.bind("xmat")
+        self.geom_xpos = self.batch.bind("geom_xpos")
         self.joint_axis = self.batch.bind("xaxis")  # world joint axes and anchors (ee_delta's Jacobians)
         self.joint_anchor = self.batch.bind("xanchor")
         self._geom_size = self.model_field("geom_size")
@@ -247,6 +248,12 @@ class ArmTaskEnv(ObjectMetrics, BatchedMujocoEnv):
     @property
     def ee_pos(self) -> np.ndarray:
         return self.site_xpos[:, self.arm.ee_site]
+
+    @property
+    def grasp_point(self) -> np.ndarray:
+        """The middle of the gripper's grasp geoms (N, 3): where a firmly held object's centre sits,
+        the pinch passing through it (the end-effector site may sit elsewhere, e.g. at the fingertips)."""
+        return self.geom_xpos[:, self.gripper.geoms].mean(axis=1)
 
     @property
     def object_pos(self) -> np.ndarray:

@@ -32,6 +32,7 @@ class MobilePickRewards(StrictModel):
     reach: float = 1.0
     grasp: float = 0.5  # small next to lift: with grasp 1 / lift 4 a policy learned to hold the cube
     lift: float = 2.0   # pressed to the table and never lifted it (3.6 M steps)
+    centred_grip: float = 0.0  # per step a lifted cube is held with its centre between the pads' middles
     carry_progress: float = 20.0
     carry: float = 2.0
     carry_height: float = -10.0  # per metre above carry_height_limit, per step
@@ -65,6 +66,8 @@ class MobilePickConfig(ArmTaskConfig):
     collision_force: float = Field(1e-3, ge=0.0)
     reach_std: float = Field(0.1, gt=0.0)
     carry_std: float = Field(0.5, gt=0.0)
+    centred_grip_std: float = Field(0.02, gt=0.0, description="metres from the pads' middle at which the "
+                                    "centred_grip term has fallen to 0.24 of its best")
     reach_standoff: float = Field(0.5, ge=0.0, description="metres from the arm mount to the cube (floor plane) "
                                   "within which the arm reaches it: the navigation terms stop rewarding driving "
                                   "closer (into the table)")

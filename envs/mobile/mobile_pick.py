@@ -18,7 +18,8 @@ and yaw rate and the table's centre in the base frame; ``critic`` adds the base 
 force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN section 2 (decrease
 of the distance from the arm mount to the cube, velocity toward it, both until the cube is
 grasped and only beyond ``reach_standoff``, where the arm reaches it: nothing to gain by pushing
-into the table), then the pick terms (reach, grasp, lift gated by the grasp), then carrying
+into the table), then the pick terms (reach, grasp, lift gated by the grasp; centred_grip, lift times the
+closeness of the cube's centre to the middle of the finger pads, where a pinch holds it), then carrying
 (decrease of the cube's route to the zone, around the table where the straight line crosses it,
 as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
 grasp; penalties on a held cube's height above ``carry_height_limit`` and its speed above
@@ -67,6 +68,7 @@ from robolearn.envs.rewards import (
     reward_object_lost,
     reward_carry_height,
     reward_carry_speed,
+    reward_centred_grip,
     reward_object_push,
     reward_grasp,
     reward_lift,
@@ -273,14 +275,14 @@ class MobilePickEnv(ArmTaskEnv):
             self._place_in_gripper(ids[holding], half[holding])
 
     def _place_in_gripper(self, ids: np.ndarray, half: np.ndarray) -> None:
-        """Start ``ids`` with the cube (half sides ``half``) centred at the end effector, its faces
-        along the hand's axes, and the fingers closed on it (``carry_start``)."""
+        """Start ``ids`` with the cube (half sides ``half``) centred between the finger pads (the grasp
+        point), its faces along the hand's axes, and the fingers closed on it (``carry_start``)."""
         gripper, a = self.gripper, self._obj_qpos
         quat = np.zeros((ids.size, 4))
         for i, rot in enumerate(self.site_xmat[ids, self.arm.ee_site]):
             mujoco.mju_mat2Quat(quat[i], rot)
         qpos = self.qpos[ids]
-        qpos[:, a:a + 3] = self.ee_pos[ids]
+        qpos[:, a:a + 3] = self.grasp_point[ids]
         qpos[:, a + 3:a + 7] = quat
         closed_on = np.clip(half / (gripper.opening / 2), 0.0, 1.0)  # the open fraction of a gap 2 * half
         qpos[:, gripper.qpos] = gripper.targets(closed_on)
@@ -346,6 +348,8 @@ class MobilePickEnv(ArmTaskEnv):
             "reach": reward_reach(state["ee_obj"], cfg.reach_std),
             "grasp": reward_grasp(grasped),
             "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
+            "centred_grip": reward_centred_grip(np.linalg.norm(self.object_pos - self.grasp_point, axis=-1),
+                                                state["lift"], grasped, cfg.lift_height, cfg.centred_grip_std),
             "carry_progress": reward_progress(self.carry_route, route, grasped),
             "carry": reward_place(carry, cfg.carry_std, grasped),
             "carry_height": reward_carry_height(state["lift"], grasped, cfg.carry_height_limit),

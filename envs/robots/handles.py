@@ -67,6 +67,8 @@ class GripperHandles:
         self.closed = np.array(gripper.closed_pos, float)
         self.opening = gripper.opening
         self.touch = np.array([model.sensor_adr[model.sensor(f"{p}{g}_grasp").id] for g in gripper.grasp_geoms])
+        #: the grasp geoms (finger pads); their centres' mean is where a held object's centre belongs
+        self.geoms = np.array([model.geom(p + g).id for g in gripper.grasp_geoms])
 
     def targets(self, fraction: np.ndarray) -> np.ndarray:
         """Joint targets (N, joints) for open fractions (N,): 0 closed, 1 open."""
