@@ -12,8 +12,8 @@ from robolearn.envs.arm.base import grasp_indicator
 from robolearn.envs.robots.ik import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
-from robolearn.envs.rewards import (reward_carry_height, reward_carry_speed, reward_centred_grip, reward_drop, reward_lift, reward_object_push,
-                                    reward_place, reward_reach)
+from robolearn.envs.rewards import (reward_carry_height, reward_carry_speed, reward_centred_grip, reward_drop,
+                                    reward_lift, reward_object_push, reward_place, reward_reach)
 
 from robolearn.config import ConfigError, RandomizationConfig
 
