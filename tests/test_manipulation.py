@@ -454,6 +454,21 @@ def test_mobile_pick_centred_grip_pays_a_cube_held_between_the_pads_middles():
     assert (paid[0] > 0.9).all() and (np.abs(paid[1] - (1 - np.tanh(1))) < 0.15).all()
 
 
+def test_mobile_pick_object_in_hand_reads_the_cubes_offset_from_the_pads_middle_in_the_hand_frame():
+    """The ``object_in_hand`` observation: zero for a carry start's centred cube; the cube moved 1 cm
+    across the pads (the hand's x axis) and 2 cm toward the fingertips (its z axis) reads (0.01, 0, 0.02)."""
+    env = MobilePickEnv(num_envs=2, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0))
+    env.reset(seed=0)
+    np.testing.assert_allclose(env._observe()["object_in_hand"], 0.0, atol=1e-9)
+    hand = env.site_xmat[:, env.arm.ee_site].reshape(-1, 3, 3)
+    qpos = env.qpos.copy()
+    qpos[:, env._obj_qpos:env._obj_qpos + 3] += 0.01 * hand[:, :, 0] + 0.02 * hand[:, :, 2]
+    env.qpos[:] = qpos
+    env.batch.forward([0, 1])
+    np.testing.assert_allclose(env._observe()["object_in_hand"], [[0.01, 0.0, 0.02]] * 2, atol=1e-9)
+    assert "object_in_hand" in env.obs_layout["policy"].shapes and "object_in_hand" in env.obs_term_info
+
+
 def test_grasp_timeconst_stiffens_the_pads_and_the_randomizer_moves_it_per_env():
     """``env.grasp_timeconst`` sets the grasp geoms' contact time constant (the damping ratio kept);
     the ``contact_timeconst`` randomization target writes values into the per-env model fields the

@@ -48,7 +48,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from robolearn.envs.arm.base import ArmTaskEnv
+from robolearn.envs.arm.base import ArmTaskEnv, to_frame
 from robolearn.envs.arm.object_metrics import LIFTED
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.config import (
@@ -156,6 +156,9 @@ class MobilePickEnv(ArmTaskEnv):
     @property
     def obs_term_info(self) -> dict[str, dict]:
         return {**super().obs_term_info,
+                "object_in_hand": {"units": "m", "frame": "end effector (its site's axes)", "elements": ["x", "y", "z"],
+                                   "meaning": "the object's centre minus the grasp point (the middle of the finger "
+                                              "pads): zero when the object is held centred in the pinch"},
                 "base_velocity": {"units": "m/s, rad/s", "frame": "base", "elements": ["forward_speed", "yaw_rate"],
                                   "meaning": "the base's forward speed and yaw rate (counter-clockwise positive)"},
                 "table": {"units": "m", "frame": "base (x forward, y left)", "elements": ["x", "y"],
@@ -163,8 +166,8 @@ class MobilePickEnv(ArmTaskEnv):
 
     def _obs_terms(self):
         groups = super()._obs_terms()
-        policy = {**groups["policy"], "base_velocity": 2, "table": 2}
-        critic = {**groups["critic"], "base_velocity": 2, "table": 2, "base_pose": 4, "bumper": 1}
+        policy = {**groups["policy"], "object_in_hand": 3, "base_velocity": 2, "table": 2}
+        critic = {**groups["critic"], "object_in_hand": 3, "base_velocity": 2, "table": 2, "base_pose": 4, "bumper": 1}
         return {"policy": policy, "critic": critic}
 
     # ------------------------------------------------------------------ reset
@@ -383,6 +386,8 @@ class MobilePickEnv(ArmTaskEnv):
         c, s = np.cos(yaw), np.sin(yaw)
         forward = c * self.qvel[:, v] + s * self.qvel[:, v + 1]
         delta = self.table - xy
+        ee_rot = self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3)
+        terms["object_in_hand"] = to_frame(self.object_pos - self.grasp_point, ee_rot)
         terms["base_velocity"] = np.stack([forward, self.qvel[:, v + 5]], axis=-1)
         terms["table"] = np.stack([c * delta[:, 0] + s * delta[:, 1], -s * delta[:, 0] + c * delta[:, 1]], axis=-1)
         terms["base_pose"] = np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1)
