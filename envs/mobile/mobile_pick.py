@@ -13,8 +13,9 @@ cannot pick it up) ends it at once as a failure, counted as a drop.
 Actions: left and right wheel velocity (``max_wheel_speed`` rad/s at 1), then the arm's actions
 (``env.action_space``: joint deltas, or end-effector deltas in the arm-base frame, which moves with
 the base) and gripper command as in the table-top tasks. Observations: the arm terms in the arm-base
-frame (the ``target`` term is the drop zone relative to the cube), plus the base's forward speed
-and yaw rate and the table's centre in the base frame; ``critic`` adds the base pose and bumper
+frame (the ``target`` term is the drop zone relative to the cube), plus ``object_in_hand`` (the
+cube's centre minus the grasp point, in the end effector's frame), the base's forward speed and
+yaw rate and the table's centre in the base frame; ``critic`` adds the base pose and bumper
 force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN section 2 (decrease
 of the distance from the arm mount to the cube, velocity toward it, both until the cube is
 grasped and only beyond ``reach_standoff``, where the arm reaches it: nothing to gain by pushing
