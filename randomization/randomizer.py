@@ -83,6 +83,8 @@ class Randomizer:
             boundary_prob=adr.boundary_prob if adr.enabled else 0.0, queue_length=adr.queue_length,
             t_low=adr.t_low, t_high=adr.t_high, update=adr.enabled and adr.update)
         self.seed(seed)
+        #: staged parameters (``stage``) already sampled from their later range
+        self.stage_reached = np.zeros(len(self.params), bool)
         n, a = env.num_envs, env.single_action_space.shape[0]
         self.values = np.tile([self._nominal_value(p) for p in self.params], (n, 1)).astype(np.float64)
         self.tags = np.full((n, 3), -1.0)
@@ -369,6 +371,21 @@ class Randomizer:
             self.adr.ranges = np.array(ranges, np.float64).reshape(-1, 2)
             self.adr.moves = int(moves)
 
+    def advance_stages(self, success_rate: float) -> list[str]:
+        """Give every staged parameter whose ``stage.success`` the training success rate has reached
+        its ``stage.range`` (once: the later range stays, whatever success does afterwards); returns
+        the names switched by this call. Results waiting for a bound of the old range are dropped.
+        The trainer calls it on every rank with the same merged window, so ranks agree."""
+        switched = []
+        for i, p in enumerate(self.params):
+            if p.stage is None or self.stage_reached[i] or success_rate < p.stage.success:
+                continue
+            self.adr.ranges[i] = p.stage.range.as_tuple()
+            self.adr.queues[i] = [[], []]
+            self.stage_reached[i] = True
+            switched.append(self.names[i])
+        return switched
+
     def normalized_values(self) -> np.ndarray:
         """Per-env values mapped to [-1, 1] over each parameter's limits (the critic's view)."""
         limits = np.array([p.limit_range.as_tuple() for p in self.params], np.float64).reshape(-1, 2)
@@ -378,11 +395,11 @@ class Randomizer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """All of the randomizer's state, as plain data: the ADR state (ranges, queues, its RNG,
-        moves), the value/noise RNG, and per env the sampled values, boundary tags, action history,
+        moves), the value/noise RNG, which stages were reached, and per env the sampled values, boundary tags, action history,
         backlash output, per-episode observation bias and scale, and boundary results waiting for
         :meth:`synchronize`."""
         state: dict[str, Any] = {"names": list(self.names), "adr": self.adr.state_dict(),
-                                 "rng": self.rng.bit_generator.state}
+                                 "rng": self.rng.bit_generator.state, "stage_reached": self.stage_reached.tolist()}
         for key, attr in _PER_ENV_STATE.items():
             state[key] = getattr(self, attr).copy()
         state["obs_bias"] = {term: v.copy() for term, v in self._obs_bias.items()}
@@ -411,6 +428,7 @@ class Randomizer:
                 raise ValueError(f"randomizer state {key!r} has shape {shape}, this env's is {mine}")
         self.adr.load_state_dict(state["adr"])
         self.rng.bit_generator.state = state["rng"]
+        self.stage_reached[:] = state.get("stage_reached", False)  # older states: no stage reached
         for key, attr in present.items():
             getattr(self, attr)[...] = np.asarray(state[key])
         self._obs_bias = {term: np.array(v, np.float32) for term, v in state["obs_bias"].items()}

@@ -42,7 +42,8 @@ def eval_randomization(spec: str, config: Config, state: dict[str, Any]) -> Rand
         if ranges is not None:
             params = {}
             for (name, param), (lo, hi) in zip(section.params.items(), ranges):
-                params[name] = param.model_copy(update={"init_range": Range(lo=lo, hi=hi), "limits": None})
+                reached = {"init_range": Range(lo=lo, hi=hi), "limits": None, "stage": None}
+                params[name] = param.model_copy(update=reached)
             section = section.model_copy(update={"params": params})
         return section
     data = read_yaml(spec)

@@ -42,7 +42,7 @@ from robolearn.checkpoint import (CHECKPOINT_DIR, LATEST, CheckpointError, check
                                   load_checkpoint, load_policy_state, obs_shapes, run_layout, save_checkpoint,
                                   to_numpy)
 from robolearn.config import Config
-from robolearn.constraints import ConstraintMultipliers
+from robolearn.constraints import MIN_EPISODES, ConstraintMultipliers
 from robolearn.distributed import (Distributed, cpu_count, merge_episode_lists, resolve_device, resolve_threads,
                                   torch_threads)
 from robolearn.envs import make_env
@@ -227,6 +227,7 @@ class Trainer:
         for key, values in episodes.items():  # every rank: the same merged episodes, windows and weights
             self.episodes[key].extend(values)
         self.constraints.update(self.episodes)
+        self._advance_randomization_stages()
         self.wall_s += elapsed
         if self.dist.is_main:
             row = self._log_row(stats, episodes, steps / elapsed, collect_s / elapsed)
@@ -280,6 +281,19 @@ class Trainer:
             where = f" on rank {', '.join(map(str, bad))}" if self.dist.enabled else ""
             raise TrainingDiverged(self._diverged_message(f"the env returned a non-finite observation or reward{where}"))
         return finished
+
+    def _advance_randomization_stages(self) -> None:
+        """Staged randomization ranges (``randomization.params.<name>.stage``) switch once the
+        training success rate over the log window (at least ``MIN_EPISODES`` episodes, as the
+        constraints' ``start_success``) first reaches their ``stage.success``."""
+        success = self.episodes["success"]
+        if self.env.randomizer is None or len(success) < MIN_EPISODES:
+            return
+        rate = float(np.mean(success))
+        for name in self.env.randomizer.advance_stages(rate):
+            range_ = self.config.randomization.params[name].stage.range
+            self.progress.message(f"randomization.params.{name}: training success {rate:.0%}, sampled from "
+                                  f"[{range_.lo:g}, {range_.hi:g}] from now on (stage)")
 
     def _log_row(self, stats: dict[str, float], finished: dict[str, list], steps_per_s: float,
                  collect_share: float) -> dict[str, Any]:

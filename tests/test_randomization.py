@@ -170,6 +170,12 @@ def test_contact_timeconst_under_two_timesteps_is_refused():
     ({"target": "action_latency", "op": "set", "init_range": [0, 1]}, "type: int"),
     ({"target": "contact_timeconst", "select": {"geoms": ["wheel_l"]}, "op": "set", "init_range": [-100, 0.02]},
      r"contact_timeconst is seconds \(> 0"),
+    ({"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [1, 1], "limits": [0.5, 2],
+      "stage": {"success": 0.5, "range": [1, 3]}}, r"stage.range \[1.0, 3.0\] is outside limits \[0.5, 2.0\]"),
+    ({"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [1, 1], "limits": [0.5, 2], "delta": 0.1,
+      "stage": {"success": 0.5, "range": [1, 2]}}, "stage: a staged parameter's ranges are fixed"),
+    ({"target": "body_mass", "select": {"bodies": ["base"]}, "init_range": [1, 1],
+      "stage": {"success": 1.5, "range": [1, 1]}}, "stage.success"),
 ])
 def test_bad_parameters_name_the_key(tmp_path, param, message):
     path = tmp_path / "exp.yaml"
@@ -337,3 +343,31 @@ def test_randomizer_state_round_trips_every_part():
     wrong = NavEnv(num_envs=3, nthread=1, seed=0, randomization=ADR_FRICTION).randomizer
     with pytest.raises(ValueError, match=r"randomizer state 'values' has shape \(2, 1\), this env's is \(3, 1\)"):
         wrong.load_state_dict(state)
+
+
+STAGED = {"adr": {"enabled": True, "queue_length": 2}, "params": {
+    "count": {"target": "layout", "select": {"layout": "obstacle_count"}, "op": "set", "type": "int",
+              "init_range": [0, 2], "limits": [0, 8], "stage": {"success": 0.6, "range": [6, 8]}}}}
+
+
+def test_a_staged_range_replaces_the_initial_one_once_training_success_first_reaches_it():
+    env = NavEnv(num_envs=8, nthread=1, seed=0, randomization=STAGED)
+    env.reset(seed=0)
+    randomizer = env.randomizer
+    assert randomizer.values[:, 0].max() <= 2
+    assert randomizer.advance_stages(0.59) == [] and randomizer.adr.ranges.tolist() == [[0, 2]]
+    randomizer.adr.queues = [[[1.0], []]]
+    assert randomizer.advance_stages(0.6) == ["count"]
+    assert randomizer.adr.ranges.tolist() == [[6, 8]] and randomizer.adr.queues == [[[], []]]  # old bounds' results dropped
+    env.reset(seed=1)
+    assert randomizer.values[:, 0].min() >= 6 and env.layout_params["obstacle_count"].min() >= 6
+    assert randomizer.advance_stages(0.0) == [] and randomizer.adr.ranges.tolist() == [[6, 8]]  # it stays
+    state = randomizer.state_dict()
+    resumed = NavEnv(num_envs=8, nthread=1, seed=0, randomization=STAGED).randomizer
+    resumed.load_state_dict(state)
+    assert resumed.stage_reached.tolist() == [True] and resumed.adr.ranges.tolist() == [[6, 8]]
+    assert resumed.advance_stages(1.0) == []
+    del state["stage_reached"]  # a state saved before stages existed: none reached
+    older = NavEnv(num_envs=8, nthread=1, seed=0, randomization=STAGED).randomizer
+    older.load_state_dict(state)
+    assert older.stage_reached.tolist() == [False]

@@ -247,3 +247,24 @@ def test_rollouts_and_updates_run_on_their_configured_threads(tmp_path, monkeypa
     before = torch.get_num_threads()
     trainer.learn()
     assert seen == {"collect": 1, "update": 2} and torch.get_num_threads() == before
+
+
+def test_a_staged_randomization_range_switches_once_training_success_reaches_it(tmp_path):
+    """``stage``: the trainer hands the window's success rate to the randomizer after each iteration;
+    the later range is logged, announced, checkpointed and kept on resume."""
+    staged = ("randomization.params={count: {target: layout, select: {layout: obstacle_count}, op: set, type: int,"
+              " init_range: [0, 2], limits: [0, 8], stage: {success: 0.5, range: [6, 8]}}}")
+    trainer = Trainer(small_config(staged, "trainer.max_iterations=1"), tmp_path / "run")
+    messages = []
+    trainer.progress.message = messages.append
+    assert trainer.env.randomizer.adr.ranges.tolist() == [[0, 2]]
+    trainer.episodes["success"].extend([1.0] * 100)  # as if the run had learned: the window's rate is >= 0.5
+    trainer.learn()
+    assert trainer.env.randomizer.adr.ranges.tolist() == [[6, 8]]
+    assert any(m.startswith("randomization.params.count: training success") and "[6, 8]" in m for m in messages)
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        row = list(csv.DictReader(handle))[-1]
+    assert float(row["adr/count/lo"]) == 6 and float(row["adr/count/hi"]) == 8
+    resumed = Trainer.from_checkpoint(tmp_path / "run", config=small_config(staged, "trainer.max_iterations=2"))
+    assert resumed.env.randomizer.stage_reached.tolist() == [True]
+    assert resumed.env.randomizer.adr.ranges.tolist() == [[6, 8]]

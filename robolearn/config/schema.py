@@ -319,6 +319,15 @@ class Selection(StrictModel):
         return self
 
 
+class RangeStage(StrictModel):
+    """A later range of a fixed parameter: once the training success rate (the trainer's window of
+    finished episodes) first reaches ``success``, the parameter is sampled from ``range`` instead
+    of its ``init_range``, whatever success does afterwards (an easy mix first, the full task later)."""
+
+    success: float = Field(gt=0.0, le=1.0)
+    range: Range
+
+
 class RandomizationParam(StrictModel):
     """One randomized parameter (see DESIGN section 3). ``limits`` default to ``init_range``."""
 
@@ -331,6 +340,7 @@ class RandomizationParam(StrictModel):
     delta: float = Field(0.0, ge=0.0)
     delta_style: Literal["additive", "multiplicative"] = "additive"
     every_s: float = Field(3.0, gt=0.0, description="push: mean seconds between pushes")
+    stage: RangeStage | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "RandomizationParam":
@@ -356,6 +366,12 @@ class RandomizationParam(StrictModel):
             raise ValueError(f"{self.target} counts whole control steps: set type: int")
         if self.delta_style == "multiplicative" and limits.lo <= 0:
             raise ValueError("multiplicative delta needs positive limits")
+        if self.stage is not None:
+            if self.delta > 0:
+                raise ValueError("stage: a staged parameter's ranges are fixed (ADR moves none): set delta 0")
+            if not (limits.lo <= self.stage.range.lo and self.stage.range.hi <= limits.hi):
+                raise ValueError(f"stage.range {[self.stage.range.lo, self.stage.range.hi]} is outside limits "
+                                 f"{[limits.lo, limits.hi]}")
         if self.target == "contact_timeconst" and self.op == "set" and limits.lo <= 0:
             raise ValueError(f"contact_timeconst is seconds (> 0; MuJoCo reads a negative solref as a stiffness), "
                              f"got limits {[limits.lo, limits.hi]}")
@@ -393,7 +409,8 @@ class RandomizationConfig(StrictModel):
     def _deltas(self) -> "RandomizationConfig":
         if self.adr.enabled and self.adr.update:
             for name, param in self.params.items():
-                if param.delta <= 0 and param.init_range.as_tuple() != param.limit_range.as_tuple():
+                moves = param.init_range.as_tuple() != param.limit_range.as_tuple() and param.stage is None
+                if param.delta <= 0 and moves:
                     raise ValueError(f"params.{name}.delta: ADR needs a positive delta")
         return self
 
