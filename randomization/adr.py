@@ -117,6 +117,8 @@ class AdrState:
 
     def _move(self, which: int, side: int, outward: bool) -> None:
         p = self.params[which]
+        if p.delta <= 0:
+            return  # a fixed range (a staged one may lie inside init_range's clamp: never pull it back)
         current = self.ranges[which, side]
         grow = outward == (side == HIGH)  # the value increases
         if p.delta_style == "additive":

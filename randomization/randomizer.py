@@ -395,9 +395,9 @@ class Randomizer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """All of the randomizer's state, as plain data: the ADR state (ranges, queues, its RNG,
-        moves), the value/noise RNG, which stages were reached, and per env the sampled values, boundary tags, action history,
-        backlash output, per-episode observation bias and scale, and boundary results waiting for
-        :meth:`synchronize`."""
+        moves), the value/noise RNG, which stages were reached, and per env the sampled values,
+        boundary tags, action history, backlash output, per-episode observation bias and scale, and
+        boundary results waiting for :meth:`synchronize`."""
         state: dict[str, Any] = {"names": list(self.names), "adr": self.adr.state_dict(),
                                  "rng": self.rng.bit_generator.state, "stage_reached": self.stage_reached.tolist()}
         for key, attr in _PER_ENV_STATE.items():

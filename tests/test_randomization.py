@@ -362,6 +362,8 @@ def test_a_staged_range_replaces_the_initial_one_once_training_success_first_rea
     env.reset(seed=1)
     assert randomizer.values[:, 0].min() >= 6 and env.layout_params["obstacle_count"].min() >= 6
     assert randomizer.advance_stages(0.0) == [] and randomizer.adr.ranges.tolist() == [[6, 8]]  # it stays
+    randomizer.adr.record(np.array([[0, 0, 6.0], [0, 0, 6.0], [0, 1, 8.0], [0, 1, 8.0]]), np.zeros(4))
+    assert randomizer.adr.ranges.tolist() == [[6, 8]]  # failing boundary episodes move no fixed range
     state = randomizer.state_dict()
     resumed = NavEnv(num_envs=8, nthread=1, seed=0, randomization=STAGED).randomizer
     resumed.load_state_dict(state)
