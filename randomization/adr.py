@@ -10,8 +10,9 @@ bound's queue; once the queue holds ``queue_length`` results its mean decides:
     mean >= t_high  ->  the bound moves outward by delta (never past ``limits``)
     mean <= t_low   ->  the bound moves inward by delta (never inside ``init_range``)
 
-and the queue is cleared. A result is tagged with the bound value it was evaluated at; a result
-whose bound has moved since is stale and dropped. Boundary episodes also train the policy.
+and the queue is cleared; a parameter with delta 0 never moves. A result is tagged with the bound
+value it was evaluated at; a result whose bound has moved since is stale and dropped. Boundary
+episodes also train the policy.
 """
 
 from __future__ import annotations
