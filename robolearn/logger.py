@@ -89,6 +89,19 @@ def _tb_tag(key: str) -> str:
     return f"task/{key}"
 
 
+class QuietStream:
+    """A progress stream that shows nothing (ranks other than 0 of data-parallel training)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 class ProgressDisplay:
     """Iteration, steps/s, mean return, success rate and ETA.
 

@@ -47,7 +47,7 @@ from robolearn.distributed import (Distributed, cpu_count, merge_episode_lists, 
                                   torch_threads)
 from robolearn.envs import make_env
 from robolearn.envs.core import finished_episodes
-from robolearn.logger import MetricsLogger, ProgressDisplay
+from robolearn.logger import MetricsLogger, ProgressDisplay, QuietStream
 from robolearn.models import build_policy
 from robolearn.rollout import TorchEnv, collect_rollout
 from robolearn.run_dir import claim_run_dir, reopen_run_dir
@@ -64,19 +64,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class _Quiet:
-    """The progress stream of ranks other than 0."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
 
 
 class Trainer:
@@ -112,7 +99,7 @@ class Trainer:
         self.storage = RolloutStorage(self.num_steps, self.env.num_envs, self.obs_dims, self.action_dim,
                                       state_shape, self.device)
         if not self.dist.is_main:
-            progress = ProgressDisplay(config.trainer.log_interval, stream=_Quiet())
+            progress = ProgressDisplay(config.trainer.log_interval, stream=QuietStream())
         self.progress = progress or ProgressDisplay(config.trainer.log_interval)
         self.layout = run_layout(config.env.task, self.env.obs_layout, self.env.action_names, config.policy.class_)
 
