@@ -469,6 +469,27 @@ def test_mobile_pick_object_in_hand_reads_the_cubes_offset_from_the_pads_middle_
     assert "object_in_hand" in env.obs_layout["policy"].shapes and "object_in_hand" in env.obs_term_info
 
 
+def test_mobile_pick_zone_observed_when_grasped_hides_the_zone_until_the_grasp():
+    """``zone_observed: when_grasped``: the policy's target term reads zeros for a cube on the table and
+    the zone relative to the cube (as ``always`` does) for a carry start's held cube; the critic keeps
+    the zone (``target_position``) either way, and the export contract says when the term is zero."""
+    layouts = _layout_randomization(carry_start=0.5)
+    always = MobilePickEnv(num_envs=16, nthread=1, seed=3, randomization=layouts)
+    masked = MobilePickEnv(num_envs=16, nthread=1, seed=3, randomization=layouts, zone_observed="when_grasped")
+    obs_always, _ = always.reset(seed=3)
+    obs_masked, _ = masked.reset(seed=3)
+    held = masked.grasped.copy()
+    assert 0 < held.sum() < 16
+    target = lambda obs: obs["policy"][:, masked.obs_layout["policy"].slices["target"]]  # noqa: E731
+    np.testing.assert_array_equal(target(obs_masked)[~held], 0.0)
+    np.testing.assert_allclose(target(obs_masked)[held], target(obs_always)[held])
+    assert (np.abs(target(obs_always)[~held]).sum(-1) > 0.5).all()  # the zone is 0.8 m or more from the cube
+    zone = masked.obs_layout["critic"].slices["target_position"]
+    np.testing.assert_allclose(obs_masked["critic"][:, zone], obs_always["critic"][:, zone])
+    assert "zeros while the object is not grasped" in masked.obs_term_info["target"]["meaning"]
+    assert "zeros" not in always.obs_term_info["target"]["meaning"]
+
+
 def test_grasp_timeconst_stiffens_the_pads_and_the_randomizer_moves_it_per_env():
     """``env.grasp_timeconst`` sets the grasp geoms' contact time constant (the damping ratio kept);
     the ``contact_timeconst`` randomization target writes values into the per-env model fields the

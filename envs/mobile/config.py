@@ -4,6 +4,8 @@ reward weights (:class:`MobilePickRewards`) and :class:`MobilePickConfig`."""
 from __future__ import annotations
 
 import numpy as np
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
@@ -75,6 +77,10 @@ class MobilePickConfig(ArmTaskConfig):
                                       "table) beyond which the carry_height term penalises a held cube")
     carry_speed_limit: float = Field(0.75, gt=0.0, description="m/s of a held cube beyond which the carry_speed "
                                      "term penalises it (the base drives at up to 0.6 m/s)")
+    zone_observed: Literal["always", "when_grasped"] = Field(
+        "always", description="when the policy's target term (the drop zone relative to the cube) reads the zone: "
+        "always, or only while the cube is grasped (zeros before), so that the drive and pick do not depend on "
+        "where the zone lies")
     rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
 
     @model_validator(mode="after")

@@ -156,7 +156,12 @@ class MobilePickEnv(ArmTaskEnv):
 
     @property
     def obs_term_info(self) -> dict[str, dict]:
-        return {**super().obs_term_info,
+        info = super().obs_term_info
+        if self.cfg.zone_observed == "when_grasped":
+            info["target"] = {**info["target"], "meaning": info["target"]["meaning"] + ", zeros while the "
+                              f"object is not grasped (the finger pads pressing it with over {self.cfg.grasp_force:g} N "
+                              "together, each touching it, its centre within its half side + 2 cm of the end effector)"}
+        return {**info,
                 "object_in_hand": {"units": "m", "frame": "end effector (its site's axes)", "elements": ["x", "y", "z"],
                                    "meaning": "the object's centre minus the grasp point (the middle of the finger "
                                               "pads): zero when the object is held centred in the pinch"},
@@ -389,6 +394,8 @@ class MobilePickEnv(ArmTaskEnv):
         delta = self.table - xy
         ee_rot = self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3)
         terms["object_in_hand"] = to_frame(self.object_pos - self.grasp_point, ee_rot)
+        if self.cfg.zone_observed == "when_grasped":  # (the critic reads the zone in target_position)
+            terms["target"] = terms["target"] * self.grasped[:, None]
         terms["base_velocity"] = np.stack([forward, self.qvel[:, v + 5]], axis=-1)
         terms["table"] = np.stack([c * delta[:, 0] + s * delta[:, 1], -s * delta[:, 0] + c * delta[:, 1]], axis=-1)
         terms["base_pose"] = np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1)
