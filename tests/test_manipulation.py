@@ -622,3 +622,45 @@ def test_mobile_pick_carry_route_goes_around_the_table():
     assert abs(edge[1] - edge[0]) < 1e-4
     tangent = [route([-1.0, y], [1.0, y]) for y in (0.549, 0.551)]  # grazing the disc: the straight length
     np.testing.assert_allclose(tangent, 2.0, atol=1e-5)
+
+
+def test_mobile_pick_route_point_lies_ahead_along_the_carry_route():
+    """``route_point``: ahead metres along the route route_length measures (its length from there is
+    that much shorter), on the straight line, the tangent or the arc; the goal when nearer; and the
+    policy's ``route_point`` term is that point from the held cube, relative to the base in its frame."""
+    from robolearn.envs.mobile.geometry import route_length, route_point
+
+    r, centre, mount = 0.55, np.zeros((1, 2)), np.array([[1.0, 0.0]])
+
+    def point(start, goal, ahead):
+        return route_point(np.array([start], float), np.array([goal], float), centre, r, mount, ahead)[0]
+
+    np.testing.assert_allclose(point([1.0, 1.0], [1.0, -1.0], 0.5), [1.0, 0.5])  # clears the disc: straight
+    np.testing.assert_allclose(point([1.0, 1.0], [1.0, -1.0], 5.0), [1.0, -1.0])  # the goal is nearer
+    a = np.arccos(r / 0.6)  # behind the table: toward the tangent point, then along the arc
+    leg = np.sqrt(0.6 ** 2 - r ** 2)
+    np.testing.assert_allclose(point([0.6, 0.0], [-1.2, 0.0], 0.1),
+                               [0.6, 0.0] + 0.1 * (r * np.array([np.cos(a), np.sin(a)]) - [0.6, 0.0]) / leg)
+    np.testing.assert_allclose(point([0.6, 0.0], [-1.2, 0.0], leg + 0.2),
+                               r * np.array([np.cos(a + 0.2 / r), np.sin(a + 0.2 / r)]))
+    rng = np.random.default_rng(0)
+    start, goal = rng.uniform(-1.5, 1.5, (400, 2)), rng.uniform(-1.5, 1.5, (400, 2))
+    keep = (np.linalg.norm(start, axis=-1) > r) & (np.linalg.norm(goal, axis=-1) > r)
+    start, goal, ahead = start[keep], goal[keep], 0.4
+    k = len(start)
+    ahead_of = route_point(start, goal, np.zeros((k, 2)), r, np.ones((k, 2)), ahead)
+    length = lambda s: route_length(s, goal, np.zeros((k, 2)), r, exit_toward=np.ones((k, 2)))  # noqa: E731
+    np.testing.assert_allclose(length(ahead_of), np.maximum(length(start) - ahead, 0.0), atol=1e-7)
+    assert (np.linalg.norm(ahead_of, axis=-1) >= r - 1e-9).all()
+    env = MobilePickEnv(num_envs=4, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0),
+                        route_point=0.3, zone_observed="when_grasped")
+    obs, _ = env.reset(seed=0)
+    world = route_point(env.object_pos[:, :2], env.target[:, :2], env.table, 0.55,
+                        env.site_xpos[:, env._mount_site, :2], 0.3)
+    b = env._base_qpos
+    yaw = yaw_of(env.qpos[:, b + 3:b + 7])
+    rel = world - env.qpos[:, b:b + 2]
+    expected = np.stack([np.cos(yaw) * rel[:, 0] + np.sin(yaw) * rel[:, 1],
+                         -np.sin(yaw) * rel[:, 0] + np.cos(yaw) * rel[:, 1]], axis=-1)
+    np.testing.assert_allclose(obs["policy"][:, env.obs_layout["policy"].slices["route_point"]], expected, atol=1e-6)
+    assert "route_point" in env.obs_term_info and "route_point" not in MobilePickEnv(num_envs=1).obs_layout["policy"].slices

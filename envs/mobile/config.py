@@ -81,6 +81,9 @@ class MobilePickConfig(ArmTaskConfig):
         "always", description="when the policy's target term (the drop zone relative to the cube) reads the zone: "
         "always, or only while the cube is grasped (zeros before), so that the drive and pick do not depend on "
         "where the zone lies")
+    route_point: float | None = Field(
+        None, gt=0.0, description="metres ahead of the cube along its carry route (around the table) of the point "
+        "the policy reads as the route_point term, relative to the base (a carrot to steer by); None: no such term")
     rewards: MobilePickRewards = Field(default_factory=MobilePickRewards)
 
     @model_validator(mode="after")

@@ -60,7 +60,7 @@ from robolearn.envs.mobile.config import (
     MobilePickConfig,
     closest_zone,
 )
-from robolearn.envs.mobile.geometry import polar, route_length
+from robolearn.envs.mobile.geometry import polar, route_length, route_point
 from robolearn.envs.rewards import (
     count_collisions,
     reward_collision,
@@ -156,11 +156,17 @@ class MobilePickEnv(ArmTaskEnv):
 
     @property
     def obs_term_info(self) -> dict[str, dict]:
-        info = super().obs_term_info
+        info, masked = super().obs_term_info, ""
         if self.cfg.zone_observed == "when_grasped":
-            info["target"] = {**info["target"], "meaning": info["target"]["meaning"] + ", zeros while the "
-                              f"object is not grasped (the finger pads pressing it with over {self.cfg.grasp_force:g} N "
-                              "together, each touching it, its centre within its half side + 2 cm of the end effector)"}
+            masked = (f"; zeros while the object is not grasped (the finger pads pressing it with over "
+                      f"{self.cfg.grasp_force:g} N together, each touching it, its centre within its half side + 2 cm "
+                      "of the end effector)")
+            info["target"] = {**info["target"], "meaning": info["target"]["meaning"] + masked}
+        if self.cfg.route_point:
+            info["route_point"] = {"units": "m", "frame": "base (x forward, y left)", "elements": ["x", "y"],
+                                   "meaning": f"the point {self.cfg.route_point:g} m ahead of the object along the "
+                                              f"shortest way to the zone's centre that keeps {ROUTE_RADIUS:g} m from "
+                                              "the table's centre, relative to the base" + masked}
         return {**info,
                 "object_in_hand": {"units": "m", "frame": "end effector (its site's axes)", "elements": ["x", "y", "z"],
                                    "meaning": "the object's centre minus the grasp point (the middle of the finger "
@@ -172,8 +178,11 @@ class MobilePickEnv(ArmTaskEnv):
 
     def _obs_terms(self):
         groups = super()._obs_terms()
-        policy = {**groups["policy"], "object_in_hand": 3, "base_velocity": 2, "table": 2}
-        critic = {**groups["critic"], "object_in_hand": 3, "base_velocity": 2, "table": 2, "base_pose": 4, "bumper": 1}
+        extra = {"object_in_hand": 3, "base_velocity": 2, "table": 2}
+        if self.cfg.route_point:
+            extra["route_point"] = 2
+        policy = {**groups["policy"], **extra}
+        critic = {**groups["critic"], **extra, "base_pose": 4, "bumper": 1}
         return {"policy": policy, "critic": critic}
 
     # ------------------------------------------------------------------ reset
@@ -391,13 +400,22 @@ class MobilePickEnv(ArmTaskEnv):
         xy, yaw = self.qpos[:, b:b + 2], yaw_of(self.qpos[:, b + 3:b + 7])
         c, s = np.cos(yaw), np.sin(yaw)
         forward = c * self.qvel[:, v] + s * self.qvel[:, v + 1]
-        delta = self.table - xy
+
+        def in_base(vec: np.ndarray) -> np.ndarray:  # floor-plane world vectors (N, 2) in the base frame
+            return np.stack([c * vec[:, 0] + s * vec[:, 1], -s * vec[:, 0] + c * vec[:, 1]], axis=-1)
+
         ee_rot = self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3)
         terms["object_in_hand"] = to_frame(self.object_pos - self.grasp_point, ee_rot)
+        if self.cfg.route_point:
+            terms["route_point"] = in_base(route_point(self.object_pos[:, :2], self.target[:, :2], self.table,
+                                                       ROUTE_RADIUS, self.site_xpos[:, self._mount_site, :2],
+                                                       self.cfg.route_point) - xy)
         if self.cfg.zone_observed == "when_grasped":  # (the critic reads the zone in target_position)
             terms["target"] = terms["target"] * self.grasped[:, None]
+            if self.cfg.route_point:
+                terms["route_point"] = terms["route_point"] * self.grasped[:, None]
         terms["base_velocity"] = np.stack([forward, self.qvel[:, v + 5]], axis=-1)
-        terms["table"] = np.stack([c * delta[:, 0] + s * delta[:, 1], -s * delta[:, 0] + c * delta[:, 1]], axis=-1)
+        terms["table"] = in_base(self.table - xy)
         terms["base_pose"] = np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1)
         terms["bumper"] = self.sensordata[:, self._bumper]
         return terms
