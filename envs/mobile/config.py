@@ -3,9 +3,9 @@ reward weights (:class:`MobilePickRewards`) and :class:`MobilePickConfig`."""
 
 from __future__ import annotations
 
-import numpy as np
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from robolearn.config import Range, StrictModel
