@@ -13,8 +13,9 @@ class _Route(NamedTuple):
     u: np.ndarray        # (k, 2) the start (or its exit point) relative to the centre
     w: np.ndarray        # (k, 2) the goal relative to the centre
     clears: np.ndarray   # (k,) the straight segment u -> w keeps out of the disc
-    leg: np.ndarray      # (k,) tangent length from u to the disc
+    leg_u: np.ndarray    # (k,) tangent length from u to the disc
     arc: np.ndarray      # (k,) arc length between the two tangent points (the shorter way around)
+    leg_w: np.ndarray    # (k,) tangent length from the disc to w
     alpha_u: np.ndarray  # (k,) angle at the centre between u and its tangent point
     alpha_w: np.ndarray  # (k,) the same for w
 
@@ -34,9 +35,10 @@ def _route(start: np.ndarray, goal: np.ndarray, centre: np.ndarray, radius: floa
     angle = np.arccos(np.clip((u * w).sum(-1) / np.maximum(du * dw, 1e-12), -1.0, 1.0))
     alpha_u = np.arccos(np.minimum(radius / np.maximum(du, 1e-9), 1.0))
     alpha_w = np.arccos(np.minimum(radius / np.maximum(dw, 1e-9), 1.0))
-    leg = np.sqrt(np.maximum(du ** 2 - radius ** 2, 0.0))
+    leg_u = np.sqrt(np.maximum(du ** 2 - radius ** 2, 0.0))
+    leg_w = np.sqrt(np.maximum(dw ** 2 - radius ** 2, 0.0))
     arc = radius * np.maximum(angle - alpha_u - alpha_w, 0.0)
-    return _Route(out, u, w, clears, leg, arc, alpha_u, alpha_w)
+    return _Route(out, u, w, clears, leg_u, arc, leg_w, alpha_u, alpha_w)
 
 
 def route_length(start: np.ndarray, goal: np.ndarray, centre: np.ndarray, radius: float,
@@ -47,8 +49,7 @@ def route_length(start: np.ndarray, goal: np.ndarray, centre: np.ndarray, radius
     (a cube over the table) first goes straight to the disc's edge on the side of ``exit_toward``
     (k, 2: the arm mount, the side the robot holds it from); ``goal`` lies outside."""
     r = _route(start, goal, centre, radius, exit_toward)
-    final = np.sqrt(np.maximum((r.w ** 2).sum(-1) - radius ** 2, 0.0))
-    return r.out + np.where(r.clears, np.linalg.norm(r.w - r.u, axis=-1), r.leg + r.arc + final)
+    return r.out + np.where(r.clears, np.linalg.norm(r.w - r.u, axis=-1), r.leg_u + r.arc + r.leg_w)
 
 
 def route_point(start: np.ndarray, goal: np.ndarray, centre: np.ndarray, radius: float, exit_toward: np.ndarray,
@@ -68,10 +69,10 @@ def route_point(start: np.ndarray, goal: np.ndarray, centre: np.ndarray, radius:
     theta_a = np.arctan2(r.u[:, 1], r.u[:, 0]) + sense * r.alpha_u  # where the route meets the disc
     theta_b = np.arctan2(r.w[:, 1], r.w[:, 0]) - sense * r.alpha_w  # and leaves it
     rim = np.full(k, radius)
-    on_arc = polar(rim, theta_a + sense * np.clip(ahead - r.leg, 0.0, r.arc) / radius)
-    around = np.where((ahead <= r.leg)[:, None], toward(r.u, polar(rim, theta_a), np.full(k, ahead)),
-                      np.where((ahead <= r.leg + r.arc)[:, None], on_arc,
-                               toward(polar(rim, theta_b), r.w, ahead - r.leg - r.arc)))
+    on_arc = polar(rim, theta_a + sense * np.clip(ahead - r.leg_u, 0.0, r.arc) / radius)
+    around = np.where((ahead <= r.leg_u)[:, None], toward(r.u, polar(rim, theta_a), np.full(k, ahead)),
+                      np.where((ahead <= r.leg_u + r.arc)[:, None], on_arc,
+                               toward(polar(rim, theta_b), r.w, ahead - r.leg_u - r.arc)))
     return centre + np.where(r.clears[:, None], toward(r.u, r.w, np.full(k, ahead)), around)
 
 

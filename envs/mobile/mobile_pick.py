@@ -406,14 +406,13 @@ class MobilePickEnv(ArmTaskEnv):
 
         ee_rot = self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3)
         terms["object_in_hand"] = to_frame(self.object_pos - self.grasp_point, ee_rot)
+        # the zone's terms: zeros until the grasp with zone_observed when_grasped (the critic reads target_position)
+        seen = self.grasped[:, None] if self.cfg.zone_observed == "when_grasped" else True
+        terms["target"] = terms["target"] * seen
         if self.cfg.route_point:
-            terms["route_point"] = in_base(route_point(self.object_pos[:, :2], self.target[:, :2], self.table,
-                                                       ROUTE_RADIUS, self.site_xpos[:, self._mount_site, :2],
-                                                       self.cfg.route_point) - xy)
-        if self.cfg.zone_observed == "when_grasped":  # (the critic reads the zone in target_position)
-            terms["target"] = terms["target"] * self.grasped[:, None]
-            if self.cfg.route_point:
-                terms["route_point"] = terms["route_point"] * self.grasped[:, None]
+            point = route_point(self.object_pos[:, :2], self.target[:, :2], self.table, ROUTE_RADIUS,
+                                self.site_xpos[:, self._mount_site, :2], self.cfg.route_point)
+            terms["route_point"] = in_base(point - xy) * seen
         terms["base_velocity"] = np.stack([forward, self.qvel[:, v + 5]], axis=-1)
         terms["table"] = in_base(self.table - xy)
         terms["base_pose"] = np.stack([xy[:, 0], xy[:, 1], c, s], axis=-1)
