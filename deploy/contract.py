@@ -28,7 +28,7 @@ metadata key ``robolearn.contract``. Plain Python (no numpy, no torch), so the o
      "exporter": {"torch": ..., "onnx": ..., "onnxscript": ..., "onnxruntime": ..., "opset": 18},
      "parity": {"steps": 100, "envs": 4, "tolerance": 1e-05, "max_abs_diff": {"onnxruntime": ..., ...}},
      "sha256": {"onnx_graph": ..., "policy.pt": ...},
-     "source": {"run": ..., "checkpoint": ..., "iteration": ...} | null}
+     "source": {"run": ..., "checkpoint": ..., "iteration": ..., "weights": "average" | "last"} | null}
 
 ``obs`` is one flat float32 vector, the terms' values one after another in ``obs.terms`` order. A
 term with a ``shape`` (an image: ``[H, W]``, product = width) is stored row-major in its slice;

@@ -101,7 +101,8 @@ def export_checkpoint(path: str | Path, out_dir: str | Path | None = None,
     try:
         return export_policy(policy, env, Path(out_dir) if out_dir else run_dir / EXPORT_DIR,
                              task=config.env.task, formats=formats, seed=config.seed,
-                             source={"run": str(run_dir), "checkpoint": str(checkpoint), "iteration": state["iteration"]},
+                             source={"run": str(run_dir), "checkpoint": str(checkpoint), "iteration": state["iteration"],
+                                     "weights": "average" if state.get("policy_average") else "last"},
                              trained_with=trained_with(config, state, env.control_dt))
     finally:
         env.close()

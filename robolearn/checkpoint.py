@@ -10,6 +10,9 @@ numpy arrays are stored as tensors), so loading one cannot run code. It holds:
 * ``model`` (the policy's ``state_dict``, normalisers included), ``algorithm`` (optimiser, lr),
   ``iteration``, ``env_steps``, ``wall_s``, ``world_size`` and ``episodes`` (the rolling window of
   finished episodes the logs average over);
+* ``policy_average`` (None unless ``trainer.policy_average``): ``updates`` and ``model``, the
+  policy's ``state_dict`` with the moving average's weights, which :func:`load_policy` gives eval
+  and export (:mod:`robolearn.models.average`);
 * ``ranks``: per rank, what continues its run exactly: ``rng`` (torch, numpy, python), ``env``
   (the env's ``state_dict``: simulations, episodes in progress, randomizer), ``obs`` and
   ``policy_state`` (the observation and policy state the next rollout starts from).
@@ -141,19 +144,24 @@ def checkpoint_config(state: dict[str, Any]) -> Config:
         raise CheckpointError(str(err)) from None
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[Policy, Config, dict[str, Any]]:
-    """Policy (in eval mode), config and raw state of a checkpoint (file or run directory)."""
+def load_policy(path: str | Path, device: str | torch.device = "cpu",
+                average: bool = True) -> tuple[Policy, Config, dict[str, Any]]:
+    """Policy (in eval mode), config and raw state of a checkpoint (file or run directory). The
+    policy has the run's averaged weights where it kept an average (``trainer.policy_average``),
+    unless ``average`` is False: then, as without one, the last iteration's."""
     state = load_checkpoint(path, map_location=device)
     config = checkpoint_config(state)
     policy = build_policy(config.policy, state["obs_dims"], state["action_dim"], state.get("obs_shapes"))
-    load_policy_state(policy, state)
+    load_policy_state(policy, state, average=average)
     return policy.to(device).eval(), config, state
 
 
-def load_policy_state(policy: Policy, state: dict[str, Any]) -> None:
-    """Load the checkpoint's parameters; a mismatch is one line, not torch's list of keys."""
+def load_policy_state(policy: Policy, state: dict[str, Any], average: bool = False) -> None:
+    """Load the checkpoint's parameters (the average's, with ``average`` and where the run kept
+    one); a mismatch is one line, not torch's list of keys."""
+    averaged = state.get("policy_average") if average else None
     try:
-        policy.load_state_dict(state["model"])
+        policy.load_state_dict(state["model"] if averaged is None else averaged["model"])
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:200]
         raise CheckpointError(f"{state['path']}: the parameters do not fit {type(policy).__name__} ({detail})") from None
@@ -192,10 +200,26 @@ def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any
     allowed = {f"trainer.{key}" for key in type(config.trainer).RESUMABLE} | {"device", "env.nthread", "experiment"}
     old, new = _flatten(state["config"]), _flatten(config.to_dict())
     for key in sorted(set(old) | set(new)):
-        if key not in allowed and old.get(key) != new.get(key):  # a key newer than the run: unset there, None here
+        if key not in old and new[key] == _field_default(config, key):  # a key newer than the run, at its default
+            continue
+        if key not in allowed and old.get(key) != new.get(key):
             raise CheckpointError(f"{where}: {key} is {old.get(key, '<unset>')!r} in the run, {new.get(key, '<unset>')!r} "
                                   f"here; a resumed run keeps its settings (only trainer budgets and intervals, device "
                                   f"and env.nthread may change): start a new run to change it")
+
+
+def _field_default(config: Config, key: str) -> Any:
+    """The default of the config field at dotted ``key`` (a sentinel where it has none)."""
+    model, *path, name = [config, *key.split(".")]
+    for part in path:
+        model = getattr(model, part, None)
+    field = getattr(type(model), "model_fields", {}).get(name)
+    if field is None or field.is_required():
+        return _NO_DEFAULT
+    return field.get_default(call_default_factory=True)
+
+
+_NO_DEFAULT = object()
 
 
 def _term_difference(saved: dict[str, dict], new: dict[str, dict]) -> tuple[str, Any, Any]:

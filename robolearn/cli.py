@@ -150,7 +150,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.camera is not None and not args.video:
         raise CommandError("--camera: names the camera of --video; add --video PATH.mp4")
     try:
-        policy, config, state = load_policy(args.checkpoint)
+        policy, config, state = load_policy(args.checkpoint, average=not args.last_iterate)
     except CheckpointError as err:
         raise CommandError(str(err)) from None
     num_envs = args.num_envs or min(args.episodes, 64)
@@ -170,7 +170,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except (VideoError, FileWriteError) as err:
         raise CommandError(str(err)) from None
     result = {"checkpoint": state["path"], "iteration": state["iteration"], "task": config.env.task,
-              "deterministic": args.deterministic, "seed": seed, "randomization": args.randomization, **result}
+              "deterministic": args.deterministic, "seed": seed, "randomization": args.randomization,
+              "weights": "average" if state.get("policy_average") and not args.last_iterate else "last", **result}
     if args.policy:
         result["policy"] = str(args.policy)
     if args.json:
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="act with the policy mean (default)")
     p.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
     p.add_argument("--seed", type=int, help="layout seed (default: the training seed + 10000)")
+    p.add_argument("--last-iterate", action="store_true", help="the last iteration's weights, not the run's "
+                   "moving average of them (trainer.policy_average)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--video", metavar="PATH.mp4", help="render env 0 offscreen to this MP4")
     p.add_argument("--camera", metavar="NAME", help="the video's camera, any camera of the task's model (default: "

@@ -13,9 +13,8 @@ for each other at every operation's end, so when another process takes a core, a
 descheduled stalls the rest: leaving cores free keeps training going on a busy machine
 (``bench/contention.py``).
 
-A checkpoint holds what the next iteration needs (:mod:`robolearn.checkpoint`), including every
-env's simulation and episode in progress and the observation the next rollout starts from, so a
-run split by ``--resume`` continues bit for bit as if it had not stopped (on CPU).
+A checkpoint holds what the next iteration needs (:mod:`robolearn.checkpoint`), every env's simulation and episode
+in progress and the next rollout's observation included: a run split by ``--resume`` continues bit for bit (on CPU).
 
 Distributed (``torchrun``, :mod:`robolearn.distributed`): every rank runs this loop on its own envs
 (seed ``seed + rank``); the algorithm averages gradients over the ranks, and once per iteration the
@@ -48,7 +47,7 @@ from robolearn.distributed import (Distributed, cpu_count, merge_episode_lists, 
 from robolearn.envs import make_env
 from robolearn.envs.core import finished_episodes
 from robolearn.logger import MetricsLogger, ProgressDisplay, QuietStream
-from robolearn.models import build_policy
+from robolearn.models import PolicyAverage, build_policy
 from robolearn.rollout import TorchEnv, collect_rollout
 from robolearn.run_dir import claim_run_dir, reopen_run_dir
 from robolearn.storage import RolloutStorage
@@ -120,6 +119,7 @@ class Trainer:
             self._restore(resume)
         # every rank starts from rank 0's parameters, normaliser statistics and ADR ranges
         self.dist.broadcast_module(self.policy)
+        self.average = PolicyAverage.for_run(self.policy, config.trainer.policy_average, resume)  # eval's and export's
         if self.env.randomizer is not None:
             self.env.randomizer.synchronize(self.dist)
         if self.dist.broadcast_object(self._needs_new_run_dir() if self.dist.is_main else None):
@@ -205,6 +205,8 @@ class Trainer:
                 stats = self.algorithm.update(self.storage)
         except FloatingPointError as err:
             raise TrainingDiverged(self._diverged_message(str(err))) from None
+        if self.average is not None:
+            self.average.update(self.policy)
         self.iteration += 1
         steps = self.num_steps * self.total_envs
         self.env_steps += steps
@@ -343,6 +345,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "episodes": {key: list(values) for key, values in self.episodes.items()},
             "constraints": self.constraints.state_dict(),
+            "policy_average": None if self.average is None else self.average.state_dict(self.policy),
         }
 
     def _rank_state(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robolearn.checkpoint import CheckpointError, load_checkpoint
+from robolearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from robolearn.config import load_config
 from robolearn.logger import MetricsLogger
 from robolearn.run_dir import RunDirError, claim_run_dir, reserve_run_dir
@@ -76,7 +76,8 @@ def test_default_run_directories_never_collide(tmp_path):
 
 # --- exact resume ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("extra", [[], LSTM_ADR], ids=["nav-mlp", "navpo-lstm-adr"])
+@pytest.mark.parametrize("extra", [[], LSTM_ADR, ["trainer.policy_average=0.9"]],
+                         ids=["nav-mlp", "navpo-lstm-adr", "nav-policy-average"])
 def test_split_and_resume_equals_the_uninterrupted_run(tmp_path, extra):
     """4 iterations in one go and 2 + --resume 2 give the same parameters, optimiser, ADR state and
     logged rows, bit for bit: episodes in progress, observations, policy state and every random
@@ -89,6 +90,10 @@ def test_split_and_resume_equals_the_uninterrupted_run(tmp_path, extra):
     for (name, a), b in zip(whole.policy.state_dict().items(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed.algorithm.lr == whole.algorithm.lr
+    if whole.average is not None:
+        assert whole.average.updates == resumed.average.updates == 4
+        for name, a in whole.average.tensors.items():
+            assert torch.equal(a, resumed.average.tensors[name]), name
     if whole.env.randomizer is not None:
         assert whole.env.randomizer.adr.moves > 0
         assert resumed.env.randomizer.adr.ranges.tolist() == whole.env.randomizer.adr.ranges.tolist()
@@ -146,6 +151,24 @@ def test_resume_refuses_another_task_network_or_setting_in_one_line(tmp_path):
     out = robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=2", "--resume", str(run))
     assert out.returncode == 0, out.stderr
     assert "max_iterations: 2" in (run / "config.yaml").read_text() and load_checkpoint(run)["iteration"] == 2
+
+
+def test_resume_accepts_a_setting_newer_than_the_run_only_at_its_default(tmp_path):
+    """A run from before a config key existed resumed by today's code: the key at its default
+    trains as the run did; any other value is a change, refused in one line."""
+    run = tmp_path / "run"
+    Trainer(config("trainer.max_iterations=1"), run).learn()
+    state = load_checkpoint(run)
+    del state["config"]["trainer"]["policy_average"]  # as written before the key existed
+    save_checkpoint({key: value for key, value in state.items() if key not in ("path", "format")},
+                    run / "checkpoints" / "last.pt")
+    out = robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=2", "trainer.policy_average=0.9",
+                    "--resume", str(run))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "trainer.policy_average is '<unset>' in the run, 0.9 here" in out.stderr
+    out = robolearn("train", str(NAV), *SMALL, "trainer.max_iterations=2", "--resume", str(run))
+    assert out.returncode == 0, out.stderr
+    assert load_checkpoint(run)["iteration"] == 2
 
 
 # --- crashes and signals --------------------------------------------------------------------------

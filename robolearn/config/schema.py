@@ -245,6 +245,8 @@ class TrainerConfig(StrictModel):
     max_seconds: float | None = Field(None, gt=0)
     log_interval: int = Field(1, gt=0)
     checkpoint_interval: int = Field(50, gt=0)
+    policy_average: float = Field(0.0, ge=0.0, lt=1.0, description="decay per iteration of the moving average of the "
+                                  "policy's weights that eval and export use (0: the last iteration's weights)")
     # distributed training (torchrun / --nproc; ignored by a single process)
     dist_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="auto: nccl on CUDA, gloo on CPU")

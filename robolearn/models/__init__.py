@@ -1,6 +1,7 @@
 """Policies: one interface (:class:`Policy`), built by name from the ``policy`` config section."""
 
 from robolearn.models.actor_critic import DeployableMLP, MLPActorCritic, build_activation, gaussian_kl
+from robolearn.models.average import PolicyAverage
 from robolearn.models.encoder import ConvEncoder, ObsEncoder, ObsTerms
 from robolearn.models.normalizer import EmpiricalNormalizer
 from robolearn.models.policy import (POLICIES, ActionScores, Policy, PolicyStep, build_policy,
@@ -16,5 +17,5 @@ register_policy("transformer", TransformerActorCritic)
 
 __all__ = ["POLICIES", "ActionScores", "ConvEncoder", "DeployableMLP", "DeployableRecurrent", "DeployableTransformer",
            "EmpiricalNormalizer", "GRUActorCritic", "LSTMActorCritic", "MLPActorCritic", "ObsEncoder", "ObsTerms",
-           "Policy", "PolicyStep", "RecurrentActorCritic", "Trajectories", "TransformerActorCritic", "build_activation",
+           "Policy", "PolicyAverage", "PolicyStep", "RecurrentActorCritic", "Trajectories", "TransformerActorCritic", "build_activation",
            "build_policy", "gaussian_kl", "register_policy"]
