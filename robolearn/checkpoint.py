@@ -208,6 +208,9 @@ def check_resumable(state: dict[str, Any], config: Config, layout: dict[str, Any
                                   f"and env.nthread may change): start a new run to change it")
 
 
+_NO_DEFAULT = object()
+
+
 def _field_default(config: Config, key: str) -> Any:
     """The default of the config field at dotted ``key`` (a sentinel where it has none)."""
     model, *path, name = [config, *key.split(".")]
@@ -217,9 +220,6 @@ def _field_default(config: Config, key: str) -> Any:
     if field is None or field.is_required():
         return _NO_DEFAULT
     return field.get_default(call_default_factory=True)
-
-
-_NO_DEFAULT = object()
 
 
 def _term_difference(saved: dict[str, dict], new: dict[str, dict]) -> tuple[str, Any, Any]:
