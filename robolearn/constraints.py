@@ -17,7 +17,7 @@ one with ``metric``)::
 
     constraints:
       bumps: {term: bump, limit: 0.8, lr: 0.005, max_weight: 5.0}
-      bump_onsets: {metric: bumps, term: bump_onset, limit: 0.6, lr: 0.04, max_weight: 30.0, start_success: 0.65}
+      bump_onsets: {metric: bumps, term: bump_onset, limit: 0.3, lr: 0.15, max_weight: 120.0, start_success: 0.65}
 
 A constraint with ``start_success`` leaves its term at the configured weight until the training
 success rate over the same window first reaches that value, and adapts it from then on: a limit
