@@ -248,8 +248,7 @@ class TrainerConfig(StrictModel):
     policy_average: float = Field(0.0, ge=0.0, lt=1.0, description="decay per iteration of the moving average of the "
                                   "policy's weights that eval and export use (0: the last iteration's weights)")
     # distributed training (torchrun / --nproc; ignored by a single process)
-    dist_backend: Literal["auto", "gloo", "nccl"] = Field(
-        "auto", description="auto: nccl on CUDA, gloo on CPU")
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on CUDA, gloo on CPU")
     sync_check_interval: int = Field(
         10, ge=0, description="compare parameters across ranks every N iterations (0: never)")
 

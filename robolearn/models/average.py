@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 
@@ -30,19 +29,18 @@ class PolicyAverage:
             raise ValueError(f"policy average decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.tensors = {key: value.detach().clone() for key, value in policy.state_dict().items()
+        self.tensors = {key: value.clone() for key, value in policy.state_dict().items()
                         if value.is_floating_point()}
 
     def rate(self) -> float:
         """The weight of the policy in the next update: 1 - the decay in effect."""
         return 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
 
-    @torch.no_grad()
     def update(self, policy: nn.Module) -> None:
         """Move the average toward ``policy`` (once per training iteration)."""
         rate, current = self.rate(), policy.state_dict()
         for key, average in self.tensors.items():
-            average.lerp_(current[key].detach(), rate)
+            average.lerp_(current[key], rate)  # state_dict's tensors are detached
         self.updates += 1
 
     def state_dict(self, policy: nn.Module) -> dict[str, Any]:
