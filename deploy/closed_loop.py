@@ -28,7 +28,7 @@ class RunnerPolicy:
 
     def __init__(self, path: str | Path, env, task: str):
         self.runners = [PolicyRunner(path) for _ in range(env.num_envs)]
-        contract = self.runners[0].contract
+        self.contract = contract = self.runners[0].contract
         check_contract_matches_env(contract, env, task, str(self.runners[0].path))
         self.scale = np.asarray(contract["action"]["scale"], np.float32)
         self.offset = np.asarray(contract["action"]["offset"], np.float32)

@@ -162,8 +162,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except ConfigError as err:  # a ranges file naming what the model lacks: name the file
         where = args.randomization if args.randomization not in ("nominal", "train") else state["path"]
         raise ConfigError(f"{where}: {err}") from None
+    weights = "average" if state.get("policy_average") and not args.last_iterate else "last"
     if args.policy:
         policy = _exported_policy(args, env, config.env.task)
+        weights = (policy.contract.get("source") or {}).get("weights")  # the exported weights (None: not recorded)
     try:
         result = run_episodes(policy, env, args.episodes, deterministic=args.deterministic, video=args.video,
                               video_camera=args.camera, record=args.record)
@@ -171,7 +173,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     result = {"checkpoint": state["path"], "iteration": state["iteration"], "task": config.env.task,
               "deterministic": args.deterministic, "seed": seed, "randomization": args.randomization,
-              "weights": "average" if state.get("policy_average") and not args.last_iterate else "last", **result}
+              "weights": weights, **result}
     if args.policy:
         result["policy"] = str(args.policy)
     if args.json:
@@ -197,6 +199,9 @@ def _exported_policy(args: argparse.Namespace, env, task: str):
 
     if not args.deterministic:
         raise CommandError("--policy: an exported policy acts with its mean; --stochastic does not apply")
+    if args.last_iterate:
+        raise CommandError("--policy: an exported policy acts with the weights it was exported with; "
+                           "--last-iterate does not apply")
     try:
         return RunnerPolicy(args.policy, env, task)
     except (ContractError, PolicyFileError) as err:

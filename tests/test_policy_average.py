@@ -89,3 +89,8 @@ def test_training_never_acts_with_the_average_and_eval_and_export_use_it(tmp_pat
     assert out.returncode == 0, out.stderr
     contract = json.loads((tmp_path / "averaged" / "export" / "policy.json").read_text())
     assert contract["source"]["weights"] == "average"
+    exported = str(tmp_path / "averaged" / "export")
+    assert evaluate("--policy", exported)["weights"] == "average"  # what the export holds, as its contract says
+    out = subprocess.run([sys.executable, "-m", "robolearn", "eval", str(tmp_path / "averaged"), "--policy", exported,
+                          "--last-iterate"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and "--last-iterate" in out.stderr
