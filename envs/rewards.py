@@ -70,6 +70,13 @@ def reward_lift(height: np.ndarray, grasped: np.ndarray, lift_height: float) -> 
     return grasped * np.clip(height / lift_height, 0.0, 1.0)
 
 
+def reward_square_pads(yaw_in_hand: np.ndarray, closeness: np.ndarray) -> np.ndarray:
+    """How square the finger pads stand to the object's sides, ``(1 + cos 4 yaw) / 2`` (1 square, 0 at
+    45 degrees, where a pinch closes on edges and the object turns out of it), for ``yaw_in_hand`` the
+    object's yaw about the hand's approach axis, times the hand's ``closeness`` to the object."""
+    return 0.5 * (1.0 + np.cos(4.0 * yaw_in_hand)) * closeness
+
+
 def reward_centred_grip(offset: np.ndarray, height: np.ndarray, grasped: np.ndarray, lift_height: float,
                         std: float) -> np.ndarray:
     """How centred a lifted object sits in the grip: ``1 - tanh(offset / std)`` for ``offset``, the

@@ -13,7 +13,7 @@ from robolearn.envs.robots.ik import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
 from robolearn.envs.rewards import (reward_carry_height, reward_carry_speed, reward_centred_grip, reward_drop,
-                                    reward_lift, reward_object_push, reward_place, reward_reach)
+                                    reward_lift, reward_object_push, reward_place, reward_reach, reward_square_pads)
 
 from robolearn.config import ConfigError, RandomizationConfig
 
@@ -468,6 +468,32 @@ def test_mobile_pick_object_in_hand_reads_the_cubes_offset_from_the_pads_middle_
     np.testing.assert_allclose(env._observe()["object_in_hand"], [[0.01, 0.0, 0.02]] * 2, atol=1e-9)
     assert "object_in_hand" in env.obs_layout["policy"].shapes and "object_in_hand" in env.obs_term_info
 
+
+def test_mobile_pick_square_pads_reads_the_cubes_yaw_against_the_pads():
+    """The cube's yaw in the hand is 0 (mod 90 degrees) for a carry start's cube, whose faces lie along the
+    hand's axes; turned 30 degrees about the approach axis it reads +-30 (mod 90), and so does the cube
+    turned 120 (a quarter turn more: the same sides). ``square_pads`` is (1 + cos 4 yaw) / 2 times the
+    reach closeness: all of it square, 1/4 of it at 30 degrees."""
+    env = MobilePickEnv(num_envs=2, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0))
+    env.reset(seed=0)
+    closeness = reward_reach(np.linalg.norm(env.object_pos - env.ee_pos, axis=-1), env.cfg.reach_std)
+    np.testing.assert_allclose(np.cos(4.0 * env._yaw_in_hand()), 1.0, atol=1e-9)
+    np.testing.assert_allclose(reward_square_pads(env._yaw_in_hand(), closeness), closeness, atol=1e-9)
+    hand = env.site_xmat[:, env.arm.ee_site].reshape(-1, 3, 3)
+    quat = env.qpos[:, env._obj_qpos + 3:env._obj_qpos + 7].copy()
+    for degrees in (30.0, 120.0):
+        turned = np.zeros((2, 4))
+        for i in range(2):
+            turn = np.zeros(4)
+            mujoco.mju_axisAngle2Quat(turn, hand[i, :, 2], np.radians(degrees))
+            mujoco.mju_mulQuat(turned[i], turn, quat[i])
+        qpos = env.qpos.copy()
+        qpos[:, env._obj_qpos + 3:env._obj_qpos + 7] = turned
+        env.qpos[:] = qpos
+        env.batch.forward([0, 1])
+        off_square = np.abs((np.degrees(env._yaw_in_hand()) + 45.0) % 90.0 - 45.0)
+        np.testing.assert_allclose(off_square, 30.0, atol=1e-6)
+        np.testing.assert_allclose(reward_square_pads(env._yaw_in_hand(), closeness), 0.25 * closeness, atol=1e-9)
 
 def test_mobile_pick_zone_observed_when_grasped_hides_the_zone_until_the_grasp():
     """``zone_observed: when_grasped``: the policy's target term reads zeros for a cube on the table and

@@ -19,7 +19,8 @@ yaw rate and the table's centre in the base frame; ``critic`` adds the base pose
 force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN section 2 (decrease
 of the distance from the arm mount to the cube, velocity toward it, both until the cube is
 grasped and only beyond ``reach_standoff``, where the arm reaches it: nothing to gain by pushing
-into the table), then the pick terms (reach, grasp, lift gated by the grasp; centred_grip, lift times the
+into the table), then the pick terms (reach; square_pads, how square the pads stand to the cube's sides
+times the reach closeness; grasp, lift gated by the grasp; centred_grip, lift times the
 closeness of the cube's centre to the middle of the finger pads, where a pinch holds it), then carrying
 (decrease of the cube's route to the zone, around the table where the straight line crosses it,
 as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
@@ -76,6 +77,7 @@ from robolearn.envs.rewards import (
     reward_place,
     reward_progress,
     reward_reach,
+    reward_square_pads,
     reward_success,
     reward_velocity_toward,
 )
@@ -359,11 +361,13 @@ class MobilePickEnv(ArmTaskEnv):
         collision = reward_collision(self.sensordata[:, self._bumper], cfg.collision_force)
         bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
         bump_onset = bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
+        closeness = reward_reach(state["ee_obj"], cfg.reach_std)  # of the hand to the cube
         terms = {
             "nav_progress": reward_progress(self.nav_distance, nav, 1.0 - grasped),
             "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2],
                                                    (1.0 - grasped) * (nav > 0.0)),
-            "reach": reward_reach(state["ee_obj"], cfg.reach_std),
+            "reach": closeness,
+            "square_pads": reward_square_pads(self._yaw_in_hand(), closeness),
             "grasp": reward_grasp(grasped),
             "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
             "centred_grip": reward_centred_grip(np.linalg.norm(self.object_pos - self.grasp_point, axis=-1),
@@ -389,6 +393,16 @@ class MobilePickEnv(ArmTaskEnv):
         self.nav_distance = nav
         self.carry_route = route
         return terms, self._terminated(success)
+
+    def _yaw_in_hand(self) -> np.ndarray:
+        """The cube's yaw about the end effector's approach axis (N,), rad: the angle in the hand's
+        x-y plane of the cube's axis that lies most across the approach (a cube on the table or
+        tipped over alike), from the hand's x axis; 0 (mod pi/2) with the pads square to its sides."""
+        ee_rot = self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3)
+        axes = np.einsum("nji,njk->nik", ee_rot, self.xmat[:, self._obj_body].reshape(-1, 3, 3))  # cube axes, hand frame
+        across = np.abs(axes[:, 2, :]).argmin(axis=-1)
+        axis = axes[np.arange(axes.shape[0]), :, across]
+        return np.arctan2(axis[:, 1], axis[:, 0])
 
     def _task_metrics(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         return {**super()._task_metrics(ids), "collisions": self.collisions[ids].astype(np.float64),
