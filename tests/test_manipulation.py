@@ -473,8 +473,9 @@ def test_mobile_pick_square_pads_reads_the_cubes_yaw_against_the_pads():
     """The cube's yaw in the hand is 0 (mod 90 degrees) for a carry start's cube, whose faces lie along the
     hand's axes; turned 30 degrees about the approach axis it reads +-30 (mod 90), and so does the cube
     turned 120 (a quarter turn more: the same sides). ``square_pads`` is (1 + cos 4 yaw) / 2 times the
-    reach closeness: all of it square, 1/4 of it at 30 degrees."""
-    env = MobilePickEnv(num_envs=2, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0))
+    reach closeness: all of it square, 1/4 of it at 30 degrees; nothing while the cube is held."""
+    env = MobilePickEnv(num_envs=2, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0),
+                        rewards={"square_pads": 1.0})
     env.reset(seed=0)
     closeness = reward_reach(np.linalg.norm(env.object_pos - env.ee_pos, axis=-1), env.cfg.reach_std)
     np.testing.assert_allclose(np.cos(4.0 * env._yaw_in_hand()), 1.0, atol=1e-9)
@@ -494,6 +495,11 @@ def test_mobile_pick_square_pads_reads_the_cubes_yaw_against_the_pads():
         off_square = np.abs((np.degrees(env._yaw_in_hand()) + 45.0) % 90.0 - 45.0)
         np.testing.assert_allclose(off_square, 30.0, atol=1e-6)
         np.testing.assert_allclose(reward_square_pads(env._yaw_in_hand(), closeness), 0.25 * closeness, atol=1e-9)
+    square = list(env.reward_weights.names).index("square_pads")
+    hold = np.zeros((2, env.action_space.shape[1]))
+    hold[:, -1] = 1.0  # the gripper closed: held, so the term pays nothing (it is shaping for the grasp)
+    env.step(hold)
+    assert env.grasped.all() and (env.episode_reward_terms[:, square] == 0.0).all()
 
 def test_mobile_pick_zone_observed_when_grasped_hides_the_zone_until_the_grasp():
     """``zone_observed: when_grasped``: the policy's target term reads zeros for a cube on the table and

@@ -35,7 +35,7 @@ class MobilePickRewards(StrictModel):
     grasp: float = 0.5  # small next to lift: with grasp 1 / lift 4 a policy learned to hold the cube
     lift: float = 2.0   # pressed to the table and never lifted it (3.6 M steps)
     centred_grip: float = 0.0  # per step a lifted cube is held with its centre between the pads' middles
-    square_pads: float = 0.0  # per step the pads stand square to the cube's sides, times the reach closeness
+    square_pads: float = 0.0  # per step the pads stand square to the cube's sides, times reach, until the grasp
     carry_progress: float = 20.0
     carry: float = 2.0
     carry_height: float = -10.0  # per metre above carry_height_limit, per step

@@ -20,7 +20,7 @@ force. Reward terms (``MobilePickRewards``): the navigation terms of DESIGN sect
 of the distance from the arm mount to the cube, velocity toward it, both until the cube is
 grasped and only beyond ``reach_standoff``, where the arm reaches it: nothing to gain by pushing
 into the table), then the pick terms (reach; square_pads, how square the pads stand to the cube's sides
-times the reach closeness; grasp, lift gated by the grasp; centred_grip, lift times the
+times the reach closeness, until the grasp; grasp, lift gated by the grasp; centred_grip, lift times the
 closeness of the cube's centre to the middle of the finger pads, where a pinch holds it), then carrying
 (decrease of the cube's route to the zone, around the table where the straight line crosses it,
 as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
@@ -367,7 +367,7 @@ class MobilePickEnv(ArmTaskEnv):
             "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2],
                                                    (1.0 - grasped) * (nav > 0.0)),
             "reach": closeness,
-            "square_pads": reward_square_pads(self._yaw_in_hand(), closeness),
+            "square_pads": reward_square_pads(self._yaw_in_hand(), closeness * (1.0 - grasped)),
             "grasp": reward_grasp(grasped),
             "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
             "centred_grip": reward_centred_grip(np.linalg.norm(self.object_pos - self.grasp_point, axis=-1),
@@ -399,7 +399,8 @@ class MobilePickEnv(ArmTaskEnv):
         x-y plane of the cube's axis that lies most across the approach (a cube on the table or
         tipped over alike), from the hand's x axis; 0 (mod pi/2) with the pads square to its sides."""
         ee_rot = self.site_xmat[:, self.arm.ee_site].reshape(-1, 3, 3)
-        axes = np.einsum("nji,njk->nik", ee_rot, self.xmat[:, self._obj_body].reshape(-1, 3, 3))  # cube axes, hand frame
+        cube_rot = self.xmat[:, self._obj_body].reshape(-1, 3, 3)
+        axes = np.einsum("nji,njk->nik", ee_rot, cube_rot)  # the cube's axes (columns) in the hand frame
         across = np.abs(axes[:, 2, :]).argmin(axis=-1)
         axis = axes[np.arange(axes.shape[0]), :, across]
         return np.arctan2(axis[:, 1], axis[:, 0])
