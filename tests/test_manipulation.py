@@ -501,6 +501,7 @@ def test_mobile_pick_square_pads_reads_the_cubes_yaw_against_the_pads():
     env.step(hold)
     assert env.grasped.all() and (env.episode_reward_terms[:, square] == 0.0).all()
 
+
 def test_mobile_pick_zone_observed_when_grasped_hides_the_zone_until_the_grasp():
     """``zone_observed: when_grasped``: the policy's target term reads zeros for a cube on the table and
     the zone relative to the cube (as ``always`` does) for a carry start's held cube; the critic keeps
