@@ -216,7 +216,7 @@ class Trainer:
         for key, values in episodes.items():  # every rank: the same merged episodes, windows and weights
             self.episodes[key].extend(values)
         self.constraints.update(self.episodes)
-        self._advance_randomization_stages()
+        self._advance_stages()
         self.wall_s += elapsed
         if self.dist.is_main:
             row = self._log_row(stats, episodes, steps / elapsed, collect_s / elapsed)
@@ -271,14 +271,19 @@ class Trainer:
             raise TrainingDiverged(self._diverged_message(f"the env returned a non-finite observation or reward{where}"))
         return finished
 
-    def _advance_randomization_stages(self) -> None:
-        """Staged randomization ranges (``randomization.params.<name>.stage``) switch once the
-        training success rate over the log window (at least ``MIN_EPISODES`` episodes, as the
-        constraints' ``start_success``) first reaches their ``stage.success``."""
+    def _advance_stages(self) -> None:
+        """Staged randomization ranges (``randomization.params.<name>.stage``) and ``algorithm.entropy_stage``
+        switch once the training success rate over the log window (at least ``MIN_EPISODES`` episodes,
+        as the constraints' ``start_success``) first reaches their ``success``."""
         success = self.episodes["success"]
-        if self.env.randomizer is None or len(success) < MIN_EPISODES:
+        if len(success) < MIN_EPISODES:
             return
         rate = float(np.mean(success))
+        if self.algorithm.advance_stage(rate):
+            self.progress.message(f"algorithm.entropy_stage: training success {rate:.0%}, entropy_coef "
+                                  f"{self.algorithm.entropy_coef:g} from now on")
+        if self.env.randomizer is None:
+            return
         for name in self.env.randomizer.advance_stages(rate):
             range_ = self.config.randomization.params[name].stage.range
             self.progress.message(f"randomization.params.{name}: training success {rate:.0%}, sampled from "

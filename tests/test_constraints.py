@@ -112,6 +112,22 @@ def test_constraints_are_logged_checkpointed_and_resumed(tmp_path, monkeypatch):
     assert list(b.episodes["length"]) == list(a.episodes["length"])  # the window it adapts from
 
 
+def test_the_trainer_switches_the_entropy_stage_on_training_success_and_a_resume_keeps_it(tmp_path):
+    stage = "algorithm.entropy_stage={success: 0.6, entropy_coef: 0.0}"
+    a = Trainer(small_config(stage, "algorithm.entropy_coef=0.01", "trainer.max_iterations=1"), tmp_path / "run")
+    a.learn()
+    a.episodes["success"].extend([0.0] * 60 + [1.0] * 40)  # 40% over the window of 100: not yet
+    a._advance_stages()
+    assert a.algorithm.entropy_coef == 0.01
+    a.episodes["success"].extend([1.0] * 30)  # the window's last 100: 70%
+    a._advance_stages()
+    assert a.algorithm.entropy_coef == 0.0
+    a.save()
+    b = Trainer.from_checkpoint(tmp_path / "run", config=small_config(stage, "algorithm.entropy_coef=0.01",
+                                                                      "trainer.max_iterations=2"))
+    assert b.algorithm.entropy_coef == 0.0
+
+
 @pytest.mark.parametrize("constraint, message", [
     ("{spl_x: {term: collision, limit: 0.5, lr: 0.1, max_weight: 1.0}}",
      "constraints.spl_x: robolearn/Nav-v0 has no episode metric 'spl_x'"),

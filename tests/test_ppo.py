@@ -174,6 +174,27 @@ def test_state_dict_restores_optimizer_and_lr():
     assert restored.optimizer.state_dict()["state"].keys() == ppo.optimizer.state_dict()["state"].keys()
 
 
+def test_entropy_stage_switches_the_coefficient_once_success_reaches_it_and_survives_a_checkpoint():
+    stage = {"success": 0.6, "entropy_coef": 0.0}
+    model, storage, ppo, bandit = make(entropy_coef=1.0, entropy_stage=stage, lr_schedule="fixed")
+    assert not ppo.advance_stage(0.59) and ppo.entropy_coef == 1.0
+    log_std = model.log_std.detach().clone()
+    collect(model, storage, bandit)
+    ppo.update(storage)
+    rose_with_bonus = (model.log_std.detach() - log_std).mean()
+    assert rose_with_bonus > 0.01  # c2 = 1 dominates the loss: the std grows
+
+    model, storage, ppo, bandit = make(entropy_coef=1.0, entropy_stage=stage, lr_schedule="fixed")
+    assert ppo.advance_stage(0.6) and ppo.entropy_coef == 0.0
+    assert not ppo.advance_stage(0.0) and ppo.entropy_coef == 0.0  # once switched it stays
+    collect(model, storage, bandit)
+    ppo.update(storage)
+    assert (model.log_std.detach() - log_std).mean() < rose_with_bonus - 0.01  # no bonus: the std does not grow so
+    _, _, resumed, _ = make(entropy_coef=1.0, entropy_stage=stage)
+    resumed.load_state_dict(ppo.state_dict())
+    assert resumed.entropy_coef == 0.0
+
+
 def test_non_finite_update_raises():
     model, storage, ppo, bandit = make()
     collect(model, storage, bandit)

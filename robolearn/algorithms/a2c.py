@@ -12,6 +12,8 @@ import torch
 from robolearn.algorithms.on_policy import OnPolicyAlgorithm
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from robolearn.distributed import Distributed
     from robolearn.models import Policy
     from robolearn.storage import Minibatch
@@ -42,12 +44,14 @@ class A2C(OnPolicyAlgorithm):
         max_grad_norm: float,
         normalize_advantage: bool,
         normalize_rewards: bool,
+        entropy_stage: Mapping[str, float] | None = None,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
         super().__init__(policy, num_epochs=1, num_minibatches=1, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
-                         normalize_advantage=normalize_advantage, normalize_rewards=normalize_rewards, device=device,
+                         normalize_advantage=normalize_advantage, normalize_rewards=normalize_rewards,
+                         entropy_stage=entropy_stage, device=device,
                          distributed=distributed)
 
     def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,

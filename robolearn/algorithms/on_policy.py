@@ -20,6 +20,7 @@ statistics, the logged statistics are rank means, and normaliser moments are mer
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -59,6 +60,7 @@ class OnPolicyAlgorithm:
         max_grad_norm: float,
         normalize_advantage: bool,
         normalize_rewards: bool,
+        entropy_stage: Mapping[str, float] | None = None,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
@@ -71,6 +73,8 @@ class OnPolicyAlgorithm:
         self.lam = lam
         self.value_coef = value_coef
         self.entropy_coef = entropy_coef
+        #: {success, entropy_coef}: c2 from when the training success rate first reaches ``success``
+        self.entropy_stage = dict(entropy_stage) if entropy_stage is not None else None
         self.max_grad_norm = max_grad_norm
         self.normalize_advantage = normalize_advantage
         #: rewards ÷ the running std of the discounted return (robolearn.algorithms.return_scale), or None
@@ -86,6 +90,15 @@ class OnPolicyAlgorithm:
     def lr(self) -> float:
         """The current learning rate (reading it is a host sync on CUDA)."""
         return float(self.lr_tensor)
+
+    def advance_stage(self, success_rate: float) -> bool:
+        """Switch c2 to ``entropy_stage``'s once ``success_rate`` first reaches its ``success``
+        (True on that call only)."""
+        stage = self.entropy_stage
+        if stage is None or self.entropy_coef == stage["entropy_coef"] or success_rate < stage["success"]:
+            return False
+        self.entropy_coef = stage["entropy_coef"]
+        return True
 
     def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,
                     advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +189,7 @@ class OnPolicyAlgorithm:
         self.policy.update_normalizers(obs, reduce)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"optimizer": self.optimizer.state_dict(), "lr": self.lr}
+        state = {"optimizer": self.optimizer.state_dict(), "lr": self.lr, "entropy_coef": self.entropy_coef}
         if self.return_scale is not None:
             state["return_scale"] = self.return_scale.state_dict()
         return state
@@ -184,6 +197,7 @@ class OnPolicyAlgorithm:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self._set_lr(state["lr"])
+        self.entropy_coef = state.get("entropy_coef", self.entropy_coef)  # (absent: a checkpoint from before stages)
         if self.return_scale is not None and "return_scale" in state:  # (absent: a run that did not scale)
             self.return_scale.load_state_dict(state["return_scale"])
 

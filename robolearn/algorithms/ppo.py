@@ -11,6 +11,8 @@ import torch
 from robolearn.algorithms.on_policy import OnPolicyAlgorithm, squared_error_value_loss
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from robolearn.distributed import Distributed
     from robolearn.models import Policy
     from robolearn.storage import Minibatch
@@ -77,6 +79,7 @@ class PPO(OnPolicyAlgorithm):
         max_grad_norm: float,
         normalize_advantage: bool,
         normalize_rewards: bool,
+        entropy_stage: Mapping[str, float] | None = None,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
@@ -84,7 +87,8 @@ class PPO(OnPolicyAlgorithm):
             raise ValueError(f"lr_schedule must be 'adaptive' or 'fixed', got {lr_schedule!r}")
         super().__init__(policy, num_epochs, num_minibatches, gamma=gamma, lam=lam, value_coef=value_coef,
                          entropy_coef=entropy_coef, lr=lr, max_grad_norm=max_grad_norm,
-                         normalize_advantage=normalize_advantage, normalize_rewards=normalize_rewards, device=device,
+                         normalize_advantage=normalize_advantage, normalize_rewards=normalize_rewards,
+                         entropy_stage=entropy_stage, device=device,
                          distributed=distributed)
         self.clip_ratio = clip_ratio
         self.clip_value = clip_value

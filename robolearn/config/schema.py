@@ -89,6 +89,13 @@ def env_config_class(task: str) -> type[EnvConfig]:
     return ENV_CONFIGS[task]
 
 
+class EntropyStage(StrictModel):
+    """``algorithm.entropy_stage``: ``entropy_coef`` from when the trainer's training success rate first reaches ``success``."""
+
+    success: float = Field(gt=0.0, le=1.0)
+    entropy_coef: float = Field(ge=0.0)
+
+
 #: keys only PPO reads; A2C makes one pass per rollout at a fixed learning rate, without clipping
 PPO_ONLY_KEYS = ("num_epochs", "num_minibatches", "clip_ratio", "clip_value", "lr_schedule", "desired_kl")
 
@@ -105,6 +112,7 @@ class AlgorithmConfig(StrictModel):
     clip_value: bool = True
     value_coef: float = Field(1.0, ge=0.0)
     entropy_coef: float = Field(0.005, ge=0.0)
+    entropy_stage: EntropyStage | None = None
     lr: float = Field(1e-3, gt=0.0)
     lr_schedule: Literal["adaptive", "fixed"] = "adaptive"
     desired_kl: float = Field(0.01, gt=0.0)
