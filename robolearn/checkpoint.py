@@ -25,6 +25,7 @@ before image terms existed) load with every group read as one vector.
 from __future__ import annotations
 
 import pickle
+import random
 import warnings
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,29 @@ def to_numpy(tree: Any) -> Any:
 
 
 # ------------------------------------------------------------------ files
+def seed_everything(seed: int) -> None:
+    """Seed the process-wide random streams (Python, NumPy, torch)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The process-wide random streams' state, as checkpoint data (:func:`set_rng_state` restores it)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+            "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    kind, keys, position, has_gauss, cached = rng["numpy"]
+    np.random.set_state((kind, np.asarray(keys, np.uint32), position, has_gauss, cached))
+    random.setstate(rng["python"])
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (a crash mid-write never leaves a truncated file), with
     the usual umask-respecting mode; a file-system error is a one-line :class:`FileWriteError`."""

@@ -27,7 +27,6 @@ count all ranks.
 from __future__ import annotations
 
 import collections
-import random
 import signal
 import time
 from pathlib import Path
@@ -38,8 +37,8 @@ import torch
 
 from robolearn.algorithms import ALGORITHMS
 from robolearn.checkpoint import (CHECKPOINT_DIR, LATEST, CheckpointError, check_resumable, checkpoint_config,
-                                  load_checkpoint, load_policy_state, obs_shapes, run_layout, save_checkpoint,
-                                  to_numpy)
+                                  load_checkpoint, load_policy_state, obs_shapes, rng_state, run_layout, save_checkpoint,
+                                  seed_everything, set_rng_state, to_numpy)
 from robolearn.config import Config
 from robolearn.constraints import MIN_EPISODES, ConstraintMultipliers
 from robolearn.distributed import (Distributed, cpu_count, merge_episode_lists, resolve_device, resolve_threads,
@@ -57,12 +56,6 @@ SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 class TrainingDiverged(RuntimeError):
     """Training produced non-finite numbers; the message names the last good checkpoint."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -355,9 +348,7 @@ class Trainer:
 
     def _rank_state(self) -> dict[str, Any]:
         """This rank's run: its random streams, envs, and the next rollout's observation and state."""
-        kind, keys, position, has_gauss, cached = np.random.get_state()
-        rng = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), position, has_gauss, cached],
-               "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        rng = rng_state()
         obs = None if self.obs is None else {group: value.cpu() for group, value in self.obs.items()}
         state = None if self.policy_state is None else self.policy_state.cpu()
         return {"rng": rng, "env": self.env.state_dict(), "obs": obs, "policy_state": state}
@@ -414,18 +405,9 @@ class Trainer:
                 raise CheckpointError(f"{state['path']}: {err}") from None
             self.obs = {group: value.to(self.device) for group, value in mine["obs"].items()}
             self.policy_state = mine["policy_state"].to(self.device)
-            self._set_rng_state(mine["rng"])
+            set_rng_state(mine["rng"])
         self.last_checkpoint = Path(state["path"])
         self.resumed_from = self.last_checkpoint
-
-    @staticmethod
-    def _set_rng_state(rng: dict[str, Any]) -> None:
-        torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        kind, keys, position, has_gauss, cached = rng["numpy"]
-        np.random.set_state((kind, np.asarray(keys, np.uint32), position, has_gauss, cached))
-        random.setstate(rng["python"])
 
     def _diverged_message(self, what: str) -> str:
         where = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"

@@ -20,7 +20,6 @@ statistics, the logged statistics are rank means, and normaliser moments are mer
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,6 +30,8 @@ from robolearn.algorithms.return_scale import ReturnScale
 from robolearn.models import Policy, gaussian_kl
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from robolearn.distributed import Distributed
     from robolearn.storage import Minibatch, RolloutStorage
 

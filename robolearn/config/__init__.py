@@ -1,4 +1,5 @@
-"""Experiment configuration: validated sections (:mod:`~robolearn.config.schema`) loaded from YAML
+"""Experiment configuration: validated sections (:mod:`~robolearn.config.schema`, the randomization
+section in :mod:`~robolearn.config.randomization`) loaded from YAML
 files with ``KEY=VALUE`` overrides (:mod:`~robolearn.config.loading`).
 
 One YAML file describes an experiment::
@@ -17,11 +18,13 @@ One YAML file describes an experiment::
 from robolearn.config.loading import (ConfigOrigin, apply_overrides, dump_config, first_error, load_config,
                                       parse_override, read_yaml, validate_config)
 from robolearn.config.physics import PhysicsConfig
-from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, RANDOMIZATION_TARGETS, AdrConfig, AlgorithmConfig,
-                                     Config, ConfigError, ConstraintConfig, EncoderConfig, EnvConfig, PolicyConfig,
-                                     RandomizationConfig, RandomizationParam, Range, IntRange, RecurrentPolicyConfig,
-                                     TrainerConfig, TransformerPolicyConfig, Selection, StrictModel, env_config_class,
-                                     policy_config_class, register_env_config, register_policy_config)
+from robolearn.config.base import ConfigError, IntRange, Range, StrictModel
+from robolearn.config.randomization import (RANDOMIZATION_TARGETS, AdrConfig, RandomizationConfig, RandomizationParam,
+                                            Selection)
+from robolearn.config.schema import (ENV_CONFIGS, PPO_ONLY_KEYS, AlgorithmConfig, Config, ConstraintConfig,
+                                     EncoderConfig, EnvConfig, PolicyConfig, RecurrentPolicyConfig, TrainerConfig,
+                                     TransformerPolicyConfig, env_config_class, policy_config_class,
+                                     register_env_config, register_policy_config)
 
 __all__ = ["ENV_CONFIGS", "PPO_ONLY_KEYS", "RANDOMIZATION_TARGETS", "AdrConfig", "AlgorithmConfig", "Config",
            "ConfigError", "ConstraintConfig", "ConfigOrigin", "EncoderConfig", "EnvConfig", "IntRange",

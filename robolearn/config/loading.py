@@ -19,8 +19,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from robolearn.config import schema
-from robolearn.config.schema import (Config, ConfigError, EnvConfig, PolicyConfig, env_config_class,
-                                     policy_config_class)
+from robolearn.config.base import ConfigError
+from robolearn.config.schema import Config, EnvConfig, PolicyConfig, env_config_class, policy_config_class
 
 
 class ConfigOrigin:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from robolearn.config.schema import StrictModel
+from robolearn.config.base import StrictModel
 
 
 class PhysicsConfig(StrictModel):
