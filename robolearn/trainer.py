@@ -273,8 +273,10 @@ class Trainer:
             return
         rate = float(np.mean(success))
         if self.algorithm.advance_stage(rate):
+            max_std = self.algorithm.entropy_stage.get("max_std")
+            cap = f", action std at most {max_std:g}" if max_std is not None else ""
             self.progress.message(f"algorithm.entropy_stage: training success {rate:.0%}, entropy_coef "
-                                  f"{self.algorithm.entropy_coef:g} from now on")
+                                  f"{self.algorithm.entropy_coef:g}{cap} from now on")
         if self.env.randomizer is None:
             return
         for name in self.env.randomizer.advance_stages(rate):

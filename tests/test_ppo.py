@@ -195,6 +195,23 @@ def test_entropy_stage_switches_the_coefficient_once_success_reaches_it_and_surv
     assert resumed.entropy_coef == 0.0
 
 
+def test_entropy_stage_max_std_caps_the_std_from_the_switch_on_even_against_a_bonus():
+    stage = {"success": 0.6, "entropy_coef": 1.0, "max_std": 0.4}  # the bonus alone grows the std (above)
+    model, storage, ppo, bandit = make(entropy_coef=1.0, entropy_stage=stage, lr_schedule="fixed")
+    collect(model, storage, bandit)
+    ppo.update(storage)
+    assert model.log_std.exp().min() > 0.5  # before the stage: no cap (it starts at 0.5)
+    assert ppo.advance_stage(0.6)  # the coefficient is unchanged, the stage is still on once
+    assert torch.allclose(model.log_std.exp(), torch.full_like(model.log_std, 0.4))  # capped at the switch
+    for _ in range(3):
+        collect(model, storage, bandit)
+        ppo.update(storage)
+        assert model.log_std.exp().max() <= 0.4 + 1e-6
+    _, _, resumed, _ = make(entropy_coef=1.0, entropy_stage=stage)
+    resumed.load_state_dict(ppo.state_dict())
+    assert resumed.stage_reached and not resumed.advance_stage(1.0)
+
+
 def test_non_finite_update_raises():
     model, storage, ppo, bandit = make()
     collect(model, storage, bandit)

@@ -61,7 +61,7 @@ class OnPolicyAlgorithm:
         max_grad_norm: float,
         normalize_advantage: bool,
         normalize_rewards: bool,
-        entropy_stage: Mapping[str, float] | None = None,
+        entropy_stage: Mapping[str, float | None] | None = None,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:
@@ -74,8 +74,10 @@ class OnPolicyAlgorithm:
         self.lam = lam
         self.value_coef = value_coef
         self.entropy_coef = entropy_coef
-        #: {success, entropy_coef}: c2 from when the training success rate first reaches ``success``
+        #: {success, entropy_coef[, max_std]}: c2 (and a cap on the policy's std) from when the training success
+        #: rate first reaches ``success``
         self.entropy_stage = dict(entropy_stage) if entropy_stage is not None else None
+        self.stage_reached = False
         self.max_grad_norm = max_grad_norm
         self.normalize_advantage = normalize_advantage
         #: rewards ÷ the running std of the discounted return (robolearn.algorithms.return_scale), or None
@@ -93,13 +95,20 @@ class OnPolicyAlgorithm:
         return float(self.lr_tensor)
 
     def advance_stage(self, success_rate: float) -> bool:
-        """Switch c2 to ``entropy_stage``'s once ``success_rate`` first reaches its ``success``
-        (True on that call only)."""
+        """Switch c2 to ``entropy_stage``'s, and cap the std at its ``max_std``, once ``success_rate``
+        first reaches its ``success`` (True on that call only)."""
         stage = self.entropy_stage
-        if stage is None or self.entropy_coef == stage["entropy_coef"] or success_rate < stage["success"]:
+        if stage is None or self.stage_reached or success_rate < stage["success"]:
             return False
+        self.stage_reached = True
         self.entropy_coef = stage["entropy_coef"]
+        self._limit_std()
         return True
+
+    def _limit_std(self) -> None:
+        """Keep the policy's std at most the stage's ``max_std`` once the stage is on (after every update)."""
+        if self.stage_reached and self.entropy_stage.get("max_std") is not None:
+            self.policy.limit_std_(self.entropy_stage["max_std"])
 
     def policy_loss(self, log_prob: torch.Tensor, batch: Minibatch,
                     advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,6 +174,7 @@ class OnPolicyAlgorithm:
             nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
             self.optimizer.step()
             stat_sums += torch.stack([policy_loss, value_loss, entropy, kl, clip_fraction]).detach()
+        self._limit_std()
 
         # the one host sync of the update: statistics (rank means), the lr and a NaN check
         stat_means = stat_sums / (self.num_epochs * self.num_minibatches)
@@ -190,7 +200,8 @@ class OnPolicyAlgorithm:
         self.policy.update_normalizers(obs, reduce)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"optimizer": self.optimizer.state_dict(), "lr": self.lr, "entropy_coef": self.entropy_coef}
+        state = {"optimizer": self.optimizer.state_dict(), "lr": self.lr, "entropy_coef": self.entropy_coef,
+                 "stage_reached": self.stage_reached}
         if self.return_scale is not None:
             state["return_scale"] = self.return_scale.state_dict()
         return state
@@ -199,6 +210,7 @@ class OnPolicyAlgorithm:
         self.optimizer.load_state_dict(state["optimizer"])
         self._set_lr(state["lr"])
         self.entropy_coef = state.get("entropy_coef", self.entropy_coef)  # (absent: a checkpoint from before stages)
+        self.stage_reached = state.get("stage_reached", False)
         if self.return_scale is not None and "return_scale" in state:  # (absent: a run that did not scale)
             self.return_scale.load_state_dict(state["return_scale"])
 

@@ -79,7 +79,7 @@ class PPO(OnPolicyAlgorithm):
         max_grad_norm: float,
         normalize_advantage: bool,
         normalize_rewards: bool,
-        entropy_stage: Mapping[str, float] | None = None,
+        entropy_stage: Mapping[str, float | None] | None = None,
         device: torch.device | str = "cpu",
         distributed: Distributed | None = None,
     ) -> None:

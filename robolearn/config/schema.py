@@ -45,10 +45,12 @@ def env_config_class(task: str) -> type[EnvConfig]:
 
 
 class EntropyStage(StrictModel):
-    """``algorithm.entropy_stage``: ``entropy_coef`` from when the trainer's training success rate first reaches ``success``."""
+    """``algorithm.entropy_stage``: ``entropy_coef`` (and the policy's action std kept at most ``max_std``) from
+    when the trainer's training success rate first reaches ``success``."""
 
     success: float = Field(gt=0.0, le=1.0)
     entropy_coef: float = Field(ge=0.0)
+    max_std: float | None = Field(None, gt=0.0, description="the largest action std once the stage is on (None: no cap)")
 
 
 #: keys only PPO reads; A2C makes one pass per rollout at a fixed learning rate, without clipping

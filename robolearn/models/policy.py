@@ -26,6 +26,7 @@ env whose episode ended starts the next one from the initial state.
   ``sequence_training = True`` they are whole env rollouts ``[T, n, ...]``, the state each env
   had when the rollout started ``[..., n, :]`` and the dones ``[T, n]`` that cut its episodes;
 * ``update_normalizers(obs, reduce)`` folds observations into the model's normalisers;
+* ``limit_std_(max_std)`` clamps the action std in place (a default for a ``log_std`` parameter);
 * ``deployable_actor()`` -> the module the exporter traces (see :mod:`robolearn.deploy.export`):
   ``obs_dim``, ``action_dim``, ``recurrent`` (None, ``{"cell", "layers", "hidden_size"}`` or a
   transformer's ``{"cell", "context", "layers", "heads", "width", "rows"}``) and
@@ -42,6 +43,7 @@ slices are images (``(H, W)``, row-major), which the bundled policies encode wit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -106,6 +108,12 @@ class Policy(nn.Module):
 
     def deployable_actor(self) -> nn.Module:
         raise NotImplementedError
+
+    def limit_std_(self, max_std: float) -> None:
+        """Clamp the action std to at most ``max_std`` in place (``algorithm.entropy_stage.max_std``). The
+        bundled policies keep a state-independent ``log_std`` parameter; a policy without one overrides this."""
+        with torch.no_grad():
+            self.log_std.clamp_(max=math.log(max_std))
 
 
 #: ``policy.class`` -> the policy class (built as ``cls(obs_dims, action_dim, obs_shapes=..., **config keys)``)
