@@ -200,8 +200,7 @@ class OnPolicyAlgorithm:
         self.policy.update_normalizers(obs, reduce)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"optimizer": self.optimizer.state_dict(), "lr": self.lr, "entropy_coef": self.entropy_coef,
-                 "stage_reached": self.stage_reached}
+        state = {"optimizer": self.optimizer.state_dict(), "lr": self.lr, "stage_reached": self.stage_reached}
         if self.return_scale is not None:
             state["return_scale"] = self.return_scale.state_dict()
         return state
@@ -209,8 +208,9 @@ class OnPolicyAlgorithm:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self._set_lr(state["lr"])
-        self.entropy_coef = state.get("entropy_coef", self.entropy_coef)  # (absent: a checkpoint from before stages)
-        self.stage_reached = state.get("stage_reached", False)
+        self.stage_reached = state.get("stage_reached", False)  # (absent: a checkpoint from before stages)
+        if self.stage_reached and self.entropy_stage is not None:  # c2 follows from the stage, as at the switch
+            self.entropy_coef = self.entropy_stage["entropy_coef"]
         if self.return_scale is not None and "return_scale" in state:  # (absent: a run that did not scale)
             self.return_scale.load_state_dict(state["return_scale"])
 
