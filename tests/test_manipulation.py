@@ -9,6 +9,7 @@ import robolearn.envs  # noqa: F401  (registers the tasks)
 from gymnasium.utils.env_checker import check_env
 from robolearn.envs.arm import PickPlaceEnv, PushEnv, ReachEnv
 from robolearn.envs.arm.base import grasp_indicator
+from robolearn.envs.arm.object_metrics import LIFTED
 from robolearn.envs.robots.ik import ik as robot_ik
 from robolearn.envs.diffdrive.nav import yaw_of
 from robolearn.envs.mobile.mobile_pick import CLOSEST_START, TABLE_HALF, MobilePickEnv
@@ -426,6 +427,24 @@ def test_mobile_pick_carry_start_puts_the_cube_in_the_closed_gripper():
     held = np.linalg.norm(env.object_pos - env.grasp_point, axis=-1) < 1e-6
     assert 0.25 < held.mean() < 0.75
     np.testing.assert_allclose(env.object_pos[~held, 2], env.object_rest_z[~held])  # the others on the table
+
+
+def test_mobile_pick_carry_terms_pay_a_lifted_grasp_only():
+    """``carry_progress`` and ``carry`` pay a held cube that is lifted (over LIFTED above its resting
+    height), not one grasped on the table top: env 1's resting height is raised to the held cube's
+    height, so it reads grasped and unlifted, as a cube slid over the table in the gripper."""
+    env = MobilePickEnv(num_envs=2, nthread=1, seed=0, randomization=_layout_randomization(carry_start=1.0),
+                        rewards={"carry_progress": 1.0, "carry": 1.0})
+    env.reset(seed=0)
+    env.object_rest_z[1] = env.object_pos[1, 2] - 0.5 * LIFTED
+    drive = np.zeros((2, env.single_action_space.shape[0]))
+    drive[:, :2], drive[:, -1] = [-0.4, 0.4], 1.0  # turn on the spot, carrying the cube off the table
+    for _ in range(30):
+        env.step(drive)
+        assert env.grasped.all()
+    paid = env.episode_reward_terms[:, [env.reward_weights.names.index(n) for n in ("carry_progress", "carry")]]
+    assert (paid[0] != 0.0).all() and (paid[0, 1] > 0.0)
+    np.testing.assert_array_equal(paid[1], 0.0)
 
 
 def test_mobile_pick_centred_grip_pays_a_cube_held_between_the_pads_middles():

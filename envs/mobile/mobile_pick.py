@@ -23,8 +23,9 @@ into the table), then the pick terms (reach; square_pads, how square the pads st
 times the reach closeness, until the grasp; grasp, lift gated by the grasp; centred_grip, lift times the
 closeness of the cube's centre to the middle of the finger pads, where a pinch holds it), then carrying
 (decrease of the cube's route to the zone, around the table where the straight line crosses it,
-as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by the
-grasp; penalties on a held cube's height above ``carry_height_limit`` and its speed above
+as PointNav rewards the geodesic distance; the straight cube-zone closeness; both gated by a
+lifted grasp, the cube held over 2 cm above its resting height, so that sliding it over the table
+top earns nothing; penalties on a held cube's height above ``carry_height_limit`` and its speed above
 ``carry_speed_limit``; ``object_push``, the speed of a free cube sliding on the table (fumbled
 grasps push it off); one for letting a lifted cube go outside the zone; ``object_lost`` at the step
 the episode becomes ``thrown_or_dropped``: the cube at rest outside the zone or knocked off the
@@ -362,6 +363,9 @@ class MobilePickEnv(ArmTaskEnv):
         bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
         bump_onset = bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
         closeness = reward_reach(state["ee_obj"], cfg.reach_std)  # of the hand to the cube
+        # carrying pays a lifted cube only: gated by the grasp alone, a grasped cube slid over the table
+        # top toward a zone past it earned carry_progress until it went over the far edge
+        carried = grasped * (state["lift"] > LIFTED)
         terms = {
             "nav_progress": reward_progress(self.nav_distance, nav, 1.0 - grasped),
             "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2],
@@ -372,8 +376,8 @@ class MobilePickEnv(ArmTaskEnv):
             "lift": reward_lift(state["lift"], grasped, cfg.lift_height),
             "centred_grip": reward_centred_grip(np.linalg.norm(self.object_pos - self.grasp_point, axis=-1),
                                                 state["lift"], grasped, cfg.lift_height, cfg.centred_grip_std),
-            "carry_progress": reward_progress(self.carry_route, route, grasped),
-            "carry": reward_place(carry, cfg.carry_std, grasped),
+            "carry_progress": reward_progress(self.carry_route, route, carried),
+            "carry": reward_place(carry, cfg.carry_std, carried),
             "carry_height": reward_carry_height(state["lift"], grasped, cfg.carry_height_limit),
             "carry_speed": reward_carry_speed(np.linalg.norm(object_velocity, axis=-1), grasped,
                                               cfg.carry_speed_limit),
