@@ -363,9 +363,10 @@ class MobilePickEnv(ArmTaskEnv):
         bumping = self.sensordata[:, self._bump_sensors].max(axis=-1) > 0
         bump_onset = bumping & (self.steps_clear >= BUMP_CLEAR_STEPS)
         closeness = reward_reach(state["ee_obj"], cfg.reach_std)  # of the hand to the cube
-        # carrying pays a lifted cube only: gated by the grasp alone, a grasped cube slid over the table
-        # top toward a zone past it earned carry_progress until it went over the far edge
-        carried = grasped * (state["lift"] > LIFTED)
+        # carrying pays a lifted grasp only (this step's, as _update_grasp leaves it): gated by the grasp
+        # alone, a grasped cube slid over the table top toward a zone past it earned carry_progress until
+        # it went over the far edge
+        carried = self.lifted_grasp.astype(np.float64)
         terms = {
             "nav_progress": reward_progress(self.nav_distance, nav, 1.0 - grasped),
             "nav_velocity": reward_velocity_toward(base_velocity, base_xy, self.object_pos[:, :2],
